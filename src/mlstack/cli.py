@@ -1,0 +1,322 @@
+"""The command line: parse, call the core, print. Only it and cli_output use typer and rich.
+
+stdout carries what scripts consume (the tracking URI, `env`, --json); stderr carries progress,
+tables and errors. Errors map to exit codes in one place (errors.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlstack import __version__
+from mlstack.errors import ExitCode, MlstackError, UsageError, exit_code_for
+
+app = typer.Typer(
+    name="mlstack",
+    help="A production-shaped MLflow stack (S3 artifacts + PostgreSQL + tracking server) on your "
+    'machine: `mlstack up`, then `eval "$(mlstack env)"`.',
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class Options:
+    config: Path | None = None
+    project: str | None = None
+    sets: list[str] = field(default_factory=list)
+    debug: bool = False
+
+
+def _options(ctx: typer.Context) -> Options:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Options) else Options()
+
+
+def _load(ctx: typer.Context) -> Any:
+    from mlstack.config import load_config
+
+    opts = _options(ctx)
+    sets = list(opts.sets)
+    if opts.project:
+        sets.append(f"project={opts.project}")
+    return load_config(opts.config, sets=sets)
+
+
+def _engine() -> Any:
+    from mlstack.engine import Engine
+
+    return Engine.connect()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mlstack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Config file (default: ./mlstack.yaml, or $MLSTACK_CONFIG)."
+        ),
+    ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option("--project", "-p", help="Stack name (overrides the config's project)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: --set mlflow.port=5051 (repeatable)."),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """mlstack: MLflow + PostgreSQL + S3 (MinIO or SeaweedFS) through Docker, secure by default."""
+    ctx.obj = Options(config=config, project=project, sets=set_ or [], debug=debug)
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    pull: Annotated[str, typer.Option(help="Pull images: always | missing | never.")] = "missing",
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every service to be healthy.")
+    ] = 300.0,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Create or update the stack, provision bucket and database, and wait until it answers."""
+    from mlstack import cli_output as out
+    from mlstack.stack import Stack
+    from mlstack.stack import up as stack_up
+
+    if pull not in ("always", "missing", "never"):
+        raise UsageError(
+            f"--pull {pull!r} is not one of always, missing, never", "e.g. --pull never"
+        )
+    if timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {timeout}", "e.g. --timeout 300")
+    loaded = _load(ctx)
+    engine = _engine()
+    stack = Stack.open(loaded.config, create_secrets=True)
+    assert stack is not None
+    with stack.state.lock("up"), out.UpProgress(enabled=not json_) as progress:
+        result = stack_up(stack, engine, pull=pull, timeout=timeout, report=progress.report)  # type: ignore[arg-type]
+    out.print_up(result, as_json=json_)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Show what runs, what answers, what is wrong and what to do. Exit 0 healthy, 10 degraded, 11 not running."""
+    from mlstack import cli_output as out
+    from mlstack.stack import status as stack_status
+
+    result = stack_status(_load(ctx).config, _engine())
+    out.print_status(result, as_json=json_)
+    raise typer.Exit(result.overall.exit_code)
+
+
+@app.command()
+def down(
+    ctx: typer.Context,
+    purge: Annotated[
+        bool,
+        typer.Option(
+            "--purge",
+            help="Also delete volumes (all runs and artifacts), secrets and rendered files.",
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --purge.")] = False,
+) -> None:
+    """Stop and remove the containers and network; data and secrets are kept unless --purge."""
+    from mlstack import cli_output as out
+    from mlstack.stack import down as stack_down
+    from mlstack.state import ProjectState
+
+    config = _load(ctx).config
+    if purge and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "--purge deletes every run and artifact of project "
+                f"{config.project!r} and needs confirmation",
+                "add --yes to confirm when there is no terminal to ask on",
+            )
+        if not typer.confirm(
+            f"Delete all data of project {config.project!r} (runs, artifacts, secrets)?",
+            default=False,
+            err=True,
+        ):
+            raise typer.Exit(int(ExitCode.USAGE))
+    engine = _engine()
+    with ProjectState.for_project(config.project).lock("down"):
+        result = stack_down(config, engine, purge=purge)
+    out.print_down(result)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    service: Annotated[
+        str | None,
+        typer.Argument(help="postgres, storage (or minio/seaweedfs) or mlflow; all when omitted."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    tail: Annotated[
+        int | None,
+        typer.Option("--tail", "-n", min=0, help="Only the last N lines of each service."),
+    ] = None,
+) -> None:
+    """Print a service's log (secrets masked)."""
+    from mlstack import cli_output as out
+    from mlstack.stack import logs as stack_logs
+    from mlstack.stack import resolve_service
+
+    config = _load(ctx).config
+    if service is not None:
+        resolve_service(config, service)  # a typo fails before touching the engine
+    lines = stack_logs(config, _engine(), service, follow=follow, tail=tail)
+    out.print_logs(lines, prefix=service is None)
+
+
+@app.command()
+def env(
+    ctx: typer.Context,
+    format_: Annotated[str, typer.Option("--format", help="sh | dotenv | json")] = "sh",
+    s3: Annotated[
+        bool,
+        typer.Option(
+            "--s3",
+            help="Also the S3 endpoint (and keys, with --show-secrets) for direct bucket access.",
+        ),
+    ] = False,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="Include credentials.")
+    ] = False,
+) -> None:
+    """Print the environment for MLflow clients: eval "$(mlstack env)"."""
+    from mlstack import secrets as secrets_store
+    from mlstack.client_env import client_env
+    from mlstack.state import ProjectState
+
+    if format_ not in ("sh", "dotenv", "json"):
+        raise UsageError(
+            f"--format {format_!r} is not one of sh, dotenv, json", "e.g. --format dotenv"
+        )
+    config = _load(ctx).config
+    creds = secrets_store.load(ProjectState.for_project(config.project)) if s3 else None
+    result = client_env(config, creds, s3=s3, show_secrets=show_secrets)
+    sys.stdout.write(result.format(format_))
+    if result.hidden:
+        print(f"# {', '.join(result.hidden)} hidden: add --show-secrets", file=sys.stderr)
+
+
+@app.command("config")
+def show_config(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+) -> None:
+    """Print the effective config (defaults < file < MLSTACK_* < flags); secrets masked."""
+    from mlstack import cli_output as out
+
+    out.print_config(_load(ctx), as_json=json_)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path("mlstack.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented mlstack.yaml with every key and its default."""
+    from mlstack.config import StackConfig
+    from mlstack.render import render_init
+
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists", "add --force to overwrite it")
+    path.write_text(render_init(StackConfig()), encoding="utf-8")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+@app.command()
+def render(
+    ctx: typer.Context,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for docker-compose.yml and .env.")
+    ] = Path("."),
+) -> None:
+    """Write docker-compose.yml and .env (mode 0600) without starting anything."""
+    from mlstack.render import write_rendered
+    from mlstack.stack import Stack
+
+    stack = Stack.open(_load(ctx).config, create_secrets=True)
+    assert stack is not None
+    compose, env_file = write_rendered(output, stack.config, stack.secrets)
+    print(f"wrote {compose} and {env_file}", file=sys.stderr)
+
+
+def _print_error(error: MlstackError) -> None:
+    print(f"error: {error.message}", file=sys.stderr)
+    if error.details:
+        print(error.details, file=sys.stderr)
+    if error.hint:
+        print(f"hint: {error.hint}", file=sys.stderr)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; never raises (tests call this)."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("MLSTACK_DEBUG") == "1"
+    try:
+        code = app(args=args, prog_name="mlstack", standalone_mode=False)
+        return int(code or 0)
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except typer.TyperException as e:  # usage errors found while parsing
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        print(f"error: {message}", file=sys.stderr)
+        print("hint: see `mlstack --help` or `mlstack COMMAND --help`", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except MlstackError as e:
+        _print_error(e)
+        if debug:
+            traceback.print_exc()
+        return exit_code_for(e)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: run the same command again to finish; nothing is lost", file=sys.stderr
+        )
+        return int(ExitCode.INTERRUPTED)
+    except Exception as e:  # a bug: say so plainly, traceback only when asked
+        if debug:
+            traceback.print_exc()
+        print(f"error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+        print("hint: rerun with --debug for the traceback and report it", file=sys.stderr)
+        return int(ExitCode.INTERNAL)
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,199 @@
+"""How results look in a terminal (rich) or to a script (JSON). Only the CLI imports this."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Iterable
+from enum import Enum
+from types import TracebackType
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from mlstack.config import LoadedConfig, config_as_dict
+from mlstack.stack import DownResult, Event, StatusResult, UpResult
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(value), indent=2) + "\n")
+
+
+class UpProgress:
+    """Live progress of `up` on stderr: one line per step, a bar per image pull."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        self.pulls: dict[str, TaskID] = {}
+        self.step: TaskID | None = None
+
+    def __enter__(self) -> UpProgress:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._finish_step()
+        self.progress.stop()
+
+    def _finish_step(self) -> None:
+        if self.step is not None:
+            self.progress.update(self.step, completed=1, total=1)
+            self.progress.stop_task(self.step)
+            self.step = None
+
+    def report(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        if event.kind == "pull" and event.pull is not None:
+            pull = event.pull
+            task = self.pulls.get(pull.image)
+            if task is None:
+                task = self.progress.add_task(f"pull {pull.image}", total=None)
+                self.pulls[pull.image] = task
+            self.progress.update(task, completed=pull.completed, total=pull.total or None)
+        elif event.kind == "step":
+            self._finish_step()
+            self.step = self.progress.add_task(event.message, total=None)
+        elif event.kind == "ready":
+            self.progress.console.print(f"[green]✓[/] {event.service} ready ({event.seconds:.1f}s)")
+        elif event.kind == "warning":
+            self.progress.console.print(f"[yellow]warning:[/] {event.message}")
+
+
+def print_up(result: UpResult, *, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    table = Table(
+        title=f"mlstack {result.project}: up in {result.seconds:.1f}s", title_justify="left"
+    )
+    for column in ("service", "container", "state", "ready", "url"):
+        table.add_column(column)
+    for s in result.services:
+        ready = f"{s.ready_seconds:.1f}s" if s.ready_seconds is not None else "-"
+        table.add_row(s.service, s.container, s.action.value, ready, s.url)
+    err.print(table)
+    if result.database_created or result.bucket_created:
+        made = [
+            w
+            for w, done in (
+                ("database", result.database_created),
+                ("bucket", result.bucket_created),
+            )
+            if done
+        ]
+        err.print(f"created {' and '.join(made)}")
+    err.print('use it: eval "$(mlstack env)"   then: python train.py')
+    print(result.tracking_uri)
+
+
+def print_status(result: StatusResult, *, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    colour = {"healthy": "green", "degraded": "yellow", "not running": "red"}[result.overall.value]
+    table = Table(
+        title=f"mlstack {result.project}: [{colour}]{result.overall.value}[/]", title_justify="left"
+    )
+    for column in ("service", "container", "state", "docker health", "probe", "url"):
+        table.add_column(column)
+    for s in result.services:
+        probe = "-"
+        if s.probe is not None:
+            probe = f"ok {s.probe.latency * 1000:.0f} ms" if s.probe.ok else "failing"
+        table.add_row(s.service, s.container, s.state, s.health or "-", probe, s.url or "-")
+    out.print(table)
+    for s in result.services:
+        if s.problem:
+            out.print(f"[yellow]{s.service}[/]: {s.problem}\n  fix: {s.fix}")
+    if result.overall.value == "not running":
+        out.print("the stack is not running: start it with `mlstack up`")
+    elif result.overall.value == "healthy":
+        out.print(f"tracking URI: {result.tracking_uri}")
+
+
+def print_down(result: DownResult) -> None:
+    if result.nothing_to_do:
+        err.print(
+            f"nothing to do: project {result.project!r} has no containers, network or volumes"
+        )
+        return
+    err.print(
+        f"removed {len(result.containers)} containers and {len(result.networks)} network(s) "
+        f"in {result.seconds:.1f}s"
+    )
+    if result.volumes or result.state_removed:
+        err.print(f"purged {len(result.volumes)} volume(s) and the project's secrets and files")
+    else:
+        err.print("data kept: volumes and secrets stay for the next `mlstack up`")
+
+
+def print_logs(lines: Iterable[tuple[str, str]], *, prefix: bool) -> None:
+    width = 8
+    try:
+        for service, line in lines:
+            sys.stdout.write(f"{service:<{width}}| {line}\n" if prefix else f"{line}\n")
+            sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+
+
+def print_config(loaded: LoadedConfig, *, as_json: bool) -> None:
+    from mlstack import secrets as secrets_store
+    from mlstack.state import ProjectState
+
+    data = config_as_dict(loaded.config)
+    state = ProjectState.for_project(loaded.config.project)
+    creds = secrets_store.load(state)
+    data["credentials"] = (
+        {k: ("****" if "USER" not in k else v) for k, v in creds.as_env().items()}
+        if creds
+        else "not generated yet (made on the first `mlstack up`)"
+    )
+    if as_json:
+        print_json(data)
+        return
+    source = str(loaded.path) if loaded.path else "defaults (no mlstack.yaml)"
+    sys.stdout.write(f"# effective config; file: {source}; state: {state.root}\n")
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False))

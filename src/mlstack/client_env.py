@@ -1,0 +1,60 @@
+"""The environment a client needs to use the stack: what `mlstack env` prints.
+
+MLflow 3.17's client asks the server for presigned S3 URLs for large artifacts (upload and
+download). The server signs them for the S3 host it sees, `storage:<port>` inside the stack's
+network, which a client on the host cannot resolve, and the client then retries for minutes.
+Artifacts are proxied by the server anyway, so the client is told to keep them proxied.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+
+from mlstack.config import StackConfig
+from mlstack.secrets import StackSecrets
+
+PROXY_ARTIFACTS = {
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+}
+
+
+@dataclass(frozen=True)
+class ClientEnv:
+    variables: dict[str, str]
+    hidden: list[str]  # names left out because secrets were not asked for
+
+    def format(self, style: str) -> str:
+        if style == "json":
+            return json.dumps(self.variables, indent=2)
+        if style == "dotenv":
+            return "".join(f"{k}={v}\n" for k, v in self.variables.items())
+        return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.variables.items())
+
+
+def client_env(
+    config: StackConfig,
+    secrets_: StackSecrets | None,
+    *,
+    s3: bool = False,
+    show_secrets: bool = False,
+) -> ClientEnv:
+    variables = {"MLFLOW_TRACKING_URI": config.tracking_uri, **PROXY_ARTIFACTS}
+    hidden: list[str] = []
+    if s3:
+        variables["MLFLOW_S3_ENDPOINT_URL"] = config.s3_endpoint
+        variables["AWS_ENDPOINT_URL_S3"] = config.s3_endpoint
+        variables["AWS_DEFAULT_REGION"] = "us-east-1"
+        keys = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+        if secrets_ is not None:
+            keys = {
+                "AWS_ACCESS_KEY_ID": secrets_.S3_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": secrets_.S3_SECRET_KEY,
+            }
+        if show_secrets and secrets_ is not None:
+            variables.update(keys)
+        else:
+            hidden += list(keys)
+    return ClientEnv(variables, hidden)

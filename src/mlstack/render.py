@@ -1,0 +1,116 @@
+"""StackConfig -> docker-compose.yml + .env: the only place the templates are read.
+
+The SDK path runs what this renders (see services.py), so the compose file a user reads, or runs
+with plain `docker compose`, and what `mlstack up` creates cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from mlstack.config import StackConfig
+from mlstack.secrets import StackSecrets
+from mlstack.state import write_private
+
+COMPOSE_TEMPLATE = "docker-compose.yml.j2"
+INIT_TEMPLATE = "mlstack.yaml.j2"
+MLFLOW_CONTAINER_PORT = 5000
+
+
+def templates_dir() -> Traversable:
+    """The templates shipped inside the wheel; the repository's templates/ in a source checkout."""
+    packaged = resources.files("mlstack").joinpath("templates")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+@cache
+def _template_text(name: str) -> str:
+    return templates_dir().joinpath(name).read_text(encoding="utf-8")
+
+
+def allowed_hosts(config: StackConfig) -> list[str]:
+    """Host headers MLflow accepts: the published host:port and the in-network names, nothing else."""
+    port = config.mlflow.port
+    hosts = [f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"]
+    if config.bind not in ("127.0.0.1", "::1", "0.0.0.0", "::"):
+        hosts.append(f"{config.client_host}:{port}")
+    if config.bind in ("0.0.0.0", "::"):
+        # Published on every interface: whatever name the machine is reached by, on this port.
+        hosts.append(f"*:{port}")
+    hosts += [
+        f"mlflow:{MLFLOW_CONTAINER_PORT}",
+        f"{config.project}-mlflow:{MLFLOW_CONTAINER_PORT}",
+    ]
+    return hosts
+
+
+def mlflow_command(config: StackConfig) -> list[str]:
+    return [
+        "mlflow",
+        "server",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(MLFLOW_CONTAINER_PORT),
+        "--workers",
+        str(config.mlflow.workers),
+        # Artifacts are proxied by the server: clients need only the tracking URI, no S3 keys.
+        "--serve-artifacts",
+        "--artifacts-destination",
+        f"s3://{config.storage.bucket}",
+        "--allowed-hosts",
+        ",".join(allowed_hosts(config)),
+    ]
+
+
+def seaweedfs_command() -> list[str]:
+    return ["mini", "-dir=/data", "-s3.port=8333"]
+
+
+def render_compose(config: StackConfig) -> str:
+    """The compose file for `config`; secrets appear only as ${VARS} read from .env."""
+    import jinja2  # deferred: only render/up need it
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701 (YAML, not HTML)
+    template = env.from_string(_template_text(COMPOSE_TEMPLATE))
+    return template.render(
+        project=config.project,
+        bind=config.bind,
+        port_host=f"[{config.bind}]" if ":" in config.bind else config.bind,
+        storage=config.storage,
+        postgres=config.postgres,
+        mlflow=config.mlflow,
+        mlflow_command=mlflow_command(config),
+        seaweedfs_command=seaweedfs_command(),
+    )
+
+
+def render_init(config: StackConfig) -> str:
+    """A commented mlstack.yaml holding `config`'s values (`mlstack init`)."""
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701 (YAML, not HTML)
+    return env.from_string(_template_text(INIT_TEMPLATE)).render(c=config)
+
+
+def render_env(secrets_: StackSecrets) -> str:
+    lines = ["# Secrets for docker-compose.yml beside this file. Keep private (mode 0600)."]
+    lines += [f"{key}={value}" for key, value in secrets_.as_env().items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_rendered(
+    directory: Path, config: StackConfig, secrets_: StackSecrets
+) -> tuple[Path, Path]:
+    """Write docker-compose.yml (0644) and .env (0600) into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    compose_path = directory / "docker-compose.yml"
+    compose_path.write_text(render_compose(config), encoding="utf-8")
+    env_path = directory / ".env"
+    write_private(env_path, render_env(secrets_))
+    return compose_path, env_path

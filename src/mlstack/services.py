@@ -1,0 +1,206 @@
+"""Rendered compose YAML -> typed service specs: what the Docker SDK path creates.
+
+Only the compose subset our template uses is understood; anything else is a bug in the template
+and fails loudly here, not silently at `docker run` time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import yaml
+
+LABEL_PROJECT = "io.mlstack.project"
+LABEL_SERVICE = "io.mlstack.service"
+LABEL_SPEC_HASH = "io.mlstack.spec-hash"
+
+# Order matters: dependencies first. Services in one tier start together.
+START_TIERS: tuple[tuple[str, ...], ...] = (("postgres", "storage"), ("mlflow",))
+
+_VAR = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+class InterpolationError(ValueError):
+    """A required variable (`${VAR:?message}`) is missing."""
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """Compose's variable substitution: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR:?error}."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "$"
+        name = match.group("braced") or match.group("named")
+        value = variables.get(name)
+        op, arg = match.group("op"), match.group("arg") or ""
+        unset = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in ("-", ":-") and unset:
+            return arg
+        if op in ("?", ":?") and unset:
+            raise InterpolationError(f"{name} is not set: {arg}")
+        return value or ""
+
+    return _VAR.sub(substitute, text)
+
+
+def _interpolate_tree(node: Any, variables: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, variables)
+    if isinstance(node, list):
+        return [_interpolate_tree(item, variables) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value, variables) for key, value in node.items()}
+    return node
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Compose durations ('1m30s', '2s', '500ms') in seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    total = 0.0
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"unsupported duration {value!r}")
+    for number, unit in parts:
+        total += float(number) * units[unit]
+    return total
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    host_ip: str
+    host_port: int
+    container_port: int
+
+    @classmethod
+    def parse(cls, text: str) -> PortSpec:
+        """'127.0.0.1:5050:5000' or '[::1]:5050:5000'."""
+        match = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):(\d+):(\d+)", text)
+        if not match:
+            raise ValueError(f"port {text!r} must be HOST_IP:HOST_PORT:CONTAINER_PORT")
+        host_ip = match.group(1).strip("[]")
+        return cls(host_ip, int(match.group(2)), int(match.group(3)))
+
+
+@dataclass(frozen=True)
+class HealthcheckSpec:
+    test: tuple[str, ...]
+    interval: float
+    timeout: float
+    retries: int
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One container, fully resolved (secrets included): never print it."""
+
+    name: str
+    container_name: str
+    image: str
+    command: tuple[str, ...] | None
+    environment: Mapping[str, str]
+    ports: tuple[PortSpec, ...]
+    volumes: tuple[tuple[str, str], ...]  # (volume name, mount path)
+    labels: Mapping[str, str]
+    restart: str
+    stop_signal: str | None
+    stop_grace_period: float
+    healthcheck: HealthcheckSpec | None
+    depends_on: tuple[str, ...]
+    spec_hash: str = field(default="", compare=False)
+
+    def with_hash(self) -> ServiceSpec:
+        payload = asdict(self)
+        payload.pop("spec_hash")
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return replace(self, labels={**self.labels, LABEL_SPEC_HASH: digest}, spec_hash=digest)
+
+    def port_for(self, container_port: int) -> PortSpec | None:
+        return next((p for p in self.ports if p.container_port == container_port), None)
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    project: str
+    network: str
+    volumes: Mapping[str, str]  # compose key -> volume name
+    services: Mapping[str, ServiceSpec]
+    labels: Mapping[str, str]  # labels every resource of the stack carries
+
+    def volume_names(self) -> list[str]:
+        return list(self.volumes.values())
+
+
+def _service(name: str, raw: Mapping[str, Any], volume_names: Mapping[str, str]) -> ServiceSpec:
+    known = {
+        "image",
+        "container_name",
+        "restart",
+        "command",
+        "environment",
+        "ports",
+        "volumes",
+        "stop_signal",
+        "stop_grace_period",
+        "healthcheck",
+        "labels",
+        "depends_on",
+    }
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"service {name}: unsupported compose keys {sorted(unknown)}")
+    volumes = []
+    for item in raw.get("volumes", []):
+        source, _, target = str(item).partition(":")
+        if source not in volume_names:
+            raise ValueError(f"service {name}: volume {source!r} is not declared")
+        volumes.append((volume_names[source], target))
+    health = raw.get("healthcheck")
+    command = raw.get("command")
+    return ServiceSpec(
+        name=name,
+        container_name=raw["container_name"],
+        image=raw["image"],
+        command=tuple(str(c) for c in command) if command is not None else None,
+        environment={str(k): str(v) for k, v in (raw.get("environment") or {}).items()},
+        ports=tuple(PortSpec.parse(p) for p in raw.get("ports", [])),
+        volumes=tuple(volumes),
+        labels={str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
+        restart=raw.get("restart", "no"),
+        stop_signal=raw.get("stop_signal"),
+        stop_grace_period=parse_duration(raw.get("stop_grace_period", "10s")),
+        healthcheck=HealthcheckSpec(
+            test=tuple(health["test"]),
+            interval=parse_duration(health.get("interval", "30s")),
+            timeout=parse_duration(health.get("timeout", "30s")),
+            retries=int(health.get("retries", 3)),
+        )
+        if health
+        else None,
+        depends_on=tuple(raw.get("depends_on") or ()),
+    ).with_hash()
+
+
+def from_compose(compose_text: str, variables: Mapping[str, str]) -> StackSpec:
+    """Parse a rendered compose file (with its .env variables) into the stack's specs."""
+    document = _interpolate_tree(yaml.safe_load(compose_text), variables)
+    project = document["name"]
+    volumes = {key: value["name"] for key, value in document.get("volumes", {}).items()}
+    services = {name: _service(name, raw, volumes) for name, raw in document["services"].items()}
+    network = document["networks"]["default"]["name"]
+    return StackSpec(
+        project=project,
+        network=network,
+        volumes=volumes,
+        services=services,
+        labels={LABEL_PROJECT: project},
+    )

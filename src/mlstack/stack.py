@@ -1,0 +1,558 @@
+"""up / status / down / logs as functions that return results; progress goes to a callback.
+
+Nothing here prints: the CLI renders results, tests and other programs read them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from queue import Queue
+from typing import Literal
+
+from mlstack import secrets as secrets_store
+from mlstack.config import StackConfig
+from mlstack.engine import ContainerInfo, Engine, PullProgress
+from mlstack.errors import (
+    Conflict,
+    ExitCode,
+    ImageUnavailable,
+    MlstackError,
+    UsageError,
+)
+from mlstack.health import (
+    CallableProbe,
+    MlflowProbe,
+    PostgresProbe,
+    Probe,
+    ProbeResult,
+    S3Probe,
+    run_probe,
+    s3_client,
+    wait_ready,
+)
+from mlstack.preflight import check_ports
+from mlstack.provision import ensure_bucket, ensure_database
+from mlstack.render import MLFLOW_CONTAINER_PORT, render_compose, write_rendered
+from mlstack.secrets import StackSecrets
+from mlstack.services import LABEL_PROJECT, START_TIERS, ServiceSpec, StackSpec, from_compose
+from mlstack.state import ProjectState
+
+PullPolicy = Literal["always", "missing", "never"]
+SERVICES = ("postgres", "storage", "mlflow")
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress of a command, for the CLI's live display."""
+
+    kind: Literal["step", "pull", "ready", "warning"]
+    service: str = ""
+    message: str = ""
+    seconds: float | None = None
+    pull: PullProgress | None = None
+
+
+Reporter = Callable[[Event], None]
+
+
+def _quiet(_: Event) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One project's config, state, credentials and specs, derived once per command."""
+
+    config: StackConfig
+    state: ProjectState
+    secrets: StackSecrets
+    spec: StackSpec
+    compose: str
+    secrets_created: bool = False
+
+    @classmethod
+    def open(cls, config: StackConfig, *, create_secrets: bool = False) -> Stack | None:
+        """The stack for `config`; None when it has never been brought up (no secrets yet)."""
+        state = ProjectState.for_project(config.project)
+        created = False
+        if create_secrets:
+            state.ensure()
+            creds, created = secrets_store.ensure(state)
+        else:
+            loaded = secrets_store.load(state)
+            if loaded is None:
+                return None
+            creds = loaded
+        compose = render_compose(config)
+        spec = from_compose(compose, creds.as_env())
+        return cls(config, state, creds, spec, compose, created)
+
+    def service(self, name: str) -> ServiceSpec:
+        return self.spec.services[name]
+
+    def probes(self, engine: Engine | None = None) -> dict[str, Probe]:
+        """Host-side readiness probes, by service (plus MLflow's in-network check with an engine)."""
+        c, s = self.config, self.secrets
+        probes: dict[str, Probe] = {
+            "postgres": PostgresProbe(
+                "postgres",
+                c.client_host,
+                c.postgres.port,
+                s.POSTGRES_USER,
+                s.POSTGRES_PASSWORD,
+                c.postgres.database,
+            ),
+            "storage": S3Probe("storage", c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY),
+            "mlflow": MlflowProbe("mlflow", c.tracking_uri),
+        }
+        if engine is not None:
+            from_host, container = probes["mlflow"], self.service("mlflow").container_name
+
+            def host_and_network() -> None:
+                from_host.check()
+                code, output = engine.exec(container, _in_network_check())
+                if code != 0:
+                    raise RuntimeError(f"in-network API call failed: {output.strip()[-200:]}")
+
+            probes["mlflow"] = CallableProbe("mlflow", host_and_network)
+        return probes
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret value masked: logs may echo credentials."""
+        for value in self.secrets.values():
+            text = text.replace(value, "****")
+        return text
+
+    def urls(self) -> dict[str, str]:
+        c = self.config
+        return {
+            "postgres": f"postgresql://{c.client_host}:{c.postgres.port}/{c.postgres.database}",
+            "storage": c.s3_endpoint,
+            "mlflow": c.tracking_uri,
+        }
+
+
+def _in_network_check() -> list[str]:
+    url = f"http://mlflow:{MLFLOW_CONTAINER_PORT}/api/2.0/mlflow/experiments/search?max_results=1"
+    return ["python", "-c", f"import urllib.request as u; u.urlopen({url!r}, timeout=5).read()"]
+
+
+# --- up --------------------------------------------------------------------------------------
+
+
+class Action(str, Enum):
+    CREATED = "created"
+    RECREATED = "recreated"
+    STARTED = "started"
+    KEPT = "kept"
+
+
+@dataclass(frozen=True)
+class ServiceOutcome:
+    service: str
+    container: str
+    action: Action
+    url: str
+    ready_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class UpResult:
+    project: str
+    tracking_uri: str
+    services: list[ServiceOutcome]
+    database_created: bool
+    bucket_created: bool
+    secrets_created: bool
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(s.action is not Action.KEPT for s in self.services)
+
+
+def _check_names(engine: Engine, stack: Stack) -> dict[str, ContainerInfo]:
+    """Our existing containers by service; refuse a same-named container that is not ours."""
+    ours: dict[str, ContainerInfo] = {}
+    for name, spec in stack.spec.services.items():
+        info = engine.inspect(spec.container_name)
+        if info is None:
+            continue
+        if info.labels.get(LABEL_PROJECT) != stack.config.project:
+            raise Conflict(
+                f"a container named {spec.container_name} exists and is not part of mlstack "
+                f"project {stack.config.project!r}",
+                "remove or rename that container, or choose another project name "
+                "(set project in mlstack.yaml or --project)",
+            )
+        ours[name] = info
+    return ours
+
+
+def _ensure_images(engine: Engine, stack: Stack, policy: PullPolicy, report: Reporter) -> None:
+    images = list(dict.fromkeys(s.image for s in stack.spec.services.values()))
+    for image in images:
+        present = engine.image_present(image)
+        if policy == "never" and not present:
+            key = next(k for k, s in stack.spec.services.items() if s.image == image)
+            section = "storage" if key == "storage" else key
+            raise ImageUnavailable(
+                f"image {image} is not on this machine and --pull never forbids pulling it",
+                f"pull or build it first, use --pull missing, or set {section}.image to an "
+                "image you have",
+            )
+        if policy == "always" or not present:
+            report(Event("step", message=f"pulling {image}"))
+            engine.pull(image, lambda p: report(Event("pull", pull=p)))
+
+
+def _reconcile(
+    engine: Engine, stack: Stack, name: str, current: ContainerInfo | None
+) -> tuple[Action, int]:
+    """Make one service's container match its spec; (what was done, its restart count)."""
+    spec = stack.service(name)
+    aliases = [name, spec.container_name]
+    if current is not None and current.spec_hash == spec.spec_hash:
+        if current.running:
+            return Action.KEPT, current.restart_count
+        engine.start(spec.container_name)
+        return Action.STARTED, current.restart_count
+    action = Action.CREATED
+    if current is not None:
+        engine.remove(spec.container_name)
+        action = Action.RECREATED
+    engine.create(spec, stack.spec.network, aliases)
+    engine.start(spec.container_name)
+    return action, 0
+
+
+def _exited_check(
+    engine: Engine, stack: Stack, baseline: dict[str, int]
+) -> Callable[[str], str | None]:
+    def exited(service: str) -> str | None:
+        info = engine.inspect(stack.service(service).container_name)
+        if info is None:
+            return "its container was removed"
+        if info.state in ("exited", "dead"):
+            return f"exited with code {info.exit_code}"
+        if info.state == "restarting" or info.restart_count > baseline.get(service, 0):
+            return f"crashed and is restarting (exit code {info.exit_code})"
+        return None
+
+    return exited
+
+
+def _with_log_tail(error: MlstackError, engine: Engine, stack: Stack) -> MlstackError:
+    if error.service is not None and error.service in stack.spec.services:
+        tail = engine.log_tail(stack.service(error.service).container_name, 15)
+        if tail:
+            tail = stack.scrub(tail)
+            error.details = "\n".join(
+                filter(None, [error.details, f"last log lines of {error.service}:", tail])
+            )
+    return error
+
+
+def up(
+    stack: Stack,
+    engine: Engine,
+    *,
+    pull: PullPolicy = "missing",
+    timeout: float = 180.0,
+    report: Reporter = _quiet,
+) -> UpResult:
+    """Bring the stack to its spec and return once every service answers real requests."""
+    started = time.monotonic()
+    config = stack.config
+    warnings: list[str] = []
+    if config.exposed:
+        warnings.append(
+            f"ports are published on {config.bind}: anyone who can reach this machine can use "
+            "the stack; keep bind: 127.0.0.1 unless you need it, and put authentication in front"
+        )
+    # 1. Preflight: nothing is created before these pass.
+    current = _check_names(engine, stack)
+    held = [port for info in current.values() for binds in info.ports.values() for _, port in binds]
+    check_ports(config.bind, config.published_ports(), held)
+    _ensure_images(engine, stack, pull, report)
+    write_rendered(stack.state.root, config, stack.secrets)
+
+    # 2. Network and volumes.
+    report(Event("step", message="network and volumes"))
+    engine.ensure_network(stack.spec.network, stack.spec.labels)
+    for volume in stack.spec.volume_names():
+        engine.ensure_volume(volume, stack.spec.labels)
+
+    deadline = started + timeout
+    outcomes: dict[str, tuple[Action, float | None]] = {}
+    baseline: dict[str, int] = {}
+    database_created = bucket_created = False
+    all_probes = stack.probes(engine)
+
+    def on_ready(service: str, seconds: float) -> None:
+        report(Event("ready", service=service, seconds=seconds))
+
+    try:
+        for tier in START_TIERS:
+            # 3. Services of one tier start together.
+            report(Event("step", message="starting " + ", ".join(tier)))
+            with ThreadPoolExecutor(max_workers=len(tier)) as pool:
+                futures = {
+                    name: pool.submit(_reconcile, engine, stack, name, current.get(name))
+                    for name in tier
+                }
+                for name, future in futures.items():
+                    action, restarts = future.result()
+                    outcomes[name] = (action, None)
+                    baseline[name] = restarts
+            probes = [all_probes[name] for name in tier]
+            ready = wait_ready(
+                probes,
+                timeout=max(1.0, deadline - time.monotonic()),
+                exited=_exited_check(engine, stack, baseline),
+                on_ready=on_ready,
+            )
+            for name in tier:
+                outcomes[name] = (outcomes[name][0], ready.get(name))
+            if "postgres" in tier:
+                # 4. Provision before MLflow starts: it migrates its schema into the database.
+                report(Event("step", message="database and bucket"))
+                s, c = stack.secrets, config
+                database_created = ensure_database(
+                    c.client_host,
+                    c.postgres.port,
+                    s.POSTGRES_USER,
+                    s.POSTGRES_PASSWORD,
+                    c.postgres.database,
+                )
+                client = s3_client(c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY, timeout=10)
+                bucket_created = ensure_bucket(client, c.storage.bucket)
+    except MlstackError as e:
+        raise _with_log_tail(e, engine, stack) from None
+
+    urls = stack.urls()
+    services = [
+        ServiceOutcome(name, stack.service(name).container_name, action, urls[name], seconds)
+        for name, (action, seconds) in outcomes.items()
+    ]
+    return UpResult(
+        project=config.project,
+        tracking_uri=config.tracking_uri,
+        services=services,
+        database_created=database_created,
+        bucket_created=bucket_created,
+        secrets_created=stack.secrets_created,
+        seconds=time.monotonic() - started,
+        warnings=warnings,
+    )
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+class Overall(str, Enum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    NOT_RUNNING = "not running"
+
+    @property
+    def exit_code(self) -> int:
+        return {
+            Overall.HEALTHY: ExitCode.OK,
+            Overall.DEGRADED: ExitCode.DEGRADED,
+            Overall.NOT_RUNNING: ExitCode.NOT_RUNNING,
+        }[self]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    container: str
+    state: str  # running, exited, missing, ...
+    health: str | None  # Docker's healthcheck verdict
+    url: str
+    probe: ProbeResult | None
+    problem: str = ""
+    fix: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "running" and self.probe is not None and self.probe.ok
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    project: str
+    overall: Overall
+    services: list[ServiceStatus]
+    tracking_uri: str
+    extra_containers: list[str] = field(default_factory=list)
+
+
+def status(config: StackConfig, engine: Engine) -> StatusResult:
+    """What runs, whether it answers, and what to do about what does not."""
+    stack = Stack.open(config)
+    containers = {c.service: c for c in engine.project_containers(config.project)}
+    if stack is None or not containers:
+        services = [
+            ServiceStatus(name, f"{config.project}-{name}", "missing", None, "", None)
+            for name in SERVICES
+        ]
+        return StatusResult(config.project, Overall.NOT_RUNNING, services, config.tracking_uri)
+    probes = stack.probes()
+    running = [name for name in SERVICES if name in containers and containers[name].running]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(running, pool.map(lambda n: run_probe(probes[n]), running), strict=True))
+    urls = stack.urls()
+    rows: list[ServiceStatus] = []
+    for name in SERVICES:
+        spec = stack.service(name)
+        info = containers.get(name)
+        probe = results.get(name)
+        problem = fix = ""
+        if info is None:
+            state, health = "missing", None
+            problem, fix = "no container", "run `mlstack up`"
+        else:
+            state, health = info.state, info.health
+            if not info.running:
+                problem = f"{info.state} (exit code {info.exit_code})"
+                fix = f"read `mlstack logs {name} --tail 50`, then run `mlstack up`"
+            elif probe is not None and not probe.ok:
+                problem = probe.detail
+                fix = f"read `mlstack logs {name} --tail 50`; if it persists, run `mlstack up`"
+            elif info.spec_hash != spec.spec_hash:
+                problem = "its config changed since it was created"
+                fix = "run `mlstack up` to apply the change (data is kept)"
+        rows.append(
+            ServiceStatus(name, spec.container_name, state, health, urls[name], probe, problem, fix)
+        )
+    if not any(r.state == "running" for r in rows):
+        overall = Overall.NOT_RUNNING
+    elif all(r.healthy for r in rows):
+        overall = Overall.HEALTHY
+    else:
+        overall = Overall.DEGRADED
+    extra = sorted(c.name for s, c in containers.items() if s not in SERVICES)
+    return StatusResult(config.project, overall, rows, config.tracking_uri, extra)
+
+
+# --- down ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownResult:
+    project: str
+    containers: list[str]
+    networks: list[str]
+    volumes: list[str]
+    state_removed: bool
+    seconds: float
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not (self.containers or self.networks or self.volumes or self.state_removed)
+
+
+STOP_GRACE = {"postgres": 20.0}  # PostgreSQL gets time for a clean shutdown checkpoint
+
+
+def down(config: StackConfig, engine: Engine, *, purge: bool = False) -> DownResult:
+    """Stop and remove the stack's containers and network; with purge also volumes and state."""
+    started = time.monotonic()
+    containers = engine.project_containers(config.project)
+
+    def stop_and_remove(info: ContainerInfo) -> None:
+        if info.running or info.state == "restarting":
+            engine.stop(info.id, STOP_GRACE.get(info.service, 10.0))
+        engine.remove(info.id)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
+        list(pool.map(stop_and_remove, containers))
+    networks = engine.project_networks(config.project)
+    for network in networks:
+        engine.remove_network(network)
+    volumes: list[str] = []
+    state_removed = False
+    if purge:
+        volumes = engine.project_volumes(config.project)
+        for volume in volumes:
+            engine.remove_volume(volume)
+        state = ProjectState.for_project(config.project)
+        if state.root.exists():
+            shutil.rmtree(state.root)
+            state_removed = True
+    return DownResult(
+        config.project,
+        [c.name for c in containers],
+        networks,
+        volumes,
+        state_removed,
+        time.monotonic() - started,
+    )
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def resolve_service(config: StackConfig, name: str) -> str:
+    """A service name as users type it: 'minio'/'seaweedfs'/'s3' mean storage."""
+    aliases = {config.storage.engine: "storage", "s3": "storage", "db": "postgres"}
+    resolved = aliases.get(name, name)
+    if resolved not in SERVICES:
+        raise UsageError(
+            f"unknown service {name!r}",
+            f"use one of: {', '.join(SERVICES)} (or {config.storage.engine} for storage)",
+        )
+    return resolved
+
+
+def logs(
+    config: StackConfig, engine: Engine, service: str | None, *, follow: bool, tail: int | None
+) -> Iterator[tuple[str, str]]:
+    """(service, line) pairs from one service or all of them, interleaved when following."""
+    names = [resolve_service(config, service)] if service else list(SERVICES)
+    stack = Stack.open(config)
+    scrub = stack.scrub if stack is not None else (lambda text: text)
+    containers = {c.service: c for c in engine.project_containers(config.project)}
+    present = [n for n in names if n in containers]
+    if not present:
+        from mlstack.errors import NotRunning
+
+        raise NotRunning(
+            f"no container for {', '.join(names)} in project {config.project!r}",
+            "start the stack with `mlstack up`",
+        )
+    tail_arg: int | str = tail if tail is not None else "all"
+    if not follow or len(present) == 1:
+        for name in present:
+            for chunk in engine.logs(containers[name].id, tail=tail_arg, follow=follow):
+                for line in chunk.decode(errors="replace").splitlines():
+                    yield name, scrub(line)
+        return
+    queue: Queue[tuple[str, str] | None] = Queue()
+
+    def pump(name: str) -> None:
+        try:
+            for chunk in engine.logs(containers[name].id, tail=tail_arg, follow=True):
+                for line in chunk.decode(errors="replace").splitlines():
+                    queue.put((name, scrub(line)))
+        finally:
+            queue.put(None)
+
+    for name in present:
+        threading.Thread(target=pump, args=(name,), daemon=True).start()
+    finished = 0
+    while finished < len(present):
+        item = queue.get()
+        if item is None:
+            finished += 1
+        else:
+            yield item

@@ -1,0 +1,162 @@
+"""Fixtures for tests on the real Docker engine with the offline images.
+
+Each stack gets its own project name, state dir and free host ports, and is purged afterwards
+(containers, network, volumes), pass or fail. With CI=true a missing engine fails the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlstack.cli import run
+from mlstack.config import StackConfig, load_config
+from mlstack.engine import Engine
+from mlstack.errors import EngineUnavailable
+from mlstack.secrets import StackSecrets
+from mlstack.secrets import load as load_secrets
+from mlstack.services import LABEL_PROJECT
+from mlstack.state import ProjectState
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_FILES = {
+    "seaweedfs": REPO / "tests" / "offline-images.yaml",
+    "minio": REPO / "tests" / "offline-images-minio.yaml",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    try:
+        connected = Engine.connect(timeout=120)
+    except EngineUnavailable as e:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and no Docker engine: {e.message} (run scripts/engine)")
+        pytest.skip(f"no Docker engine: {e.message}; run scripts/engine")
+    yield connected
+    connected.close()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now (kept open together so they are distinct)."""
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def offline_images(engine_name: str) -> dict[str, Any]:
+    path = IMAGE_FILES[engine_name]
+    assert path.exists(), f"{path} is missing: run scripts/offline-images"
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@dataclass
+class Project:
+    """One stack under test, driven through the real CLI entry point."""
+
+    name: str
+    storage: str
+    workdir: Path
+    state_dir: Path
+    engine: Engine
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "mlstack.yaml"
+
+    def write_config(self, **sections: Any) -> None:
+        data = offline_images(self.storage)
+        ports = free_ports(4)
+        data["project"] = self.name
+        data["storage"].update({"port": ports[0], "console_port": ports[1]})
+        data["postgres"].update({"port": ports[2]})
+        data["mlflow"].update({"port": ports[3]})
+        for key, value in sections.items():
+            if isinstance(value, dict):
+                data.setdefault(key, {}).update(value)
+            else:
+                data[key] = value
+        self.config_path.write_text(yaml.safe_dump(data))
+
+    @property
+    def config(self) -> StackConfig:
+        return load_config(self.config_path, env={}).config
+
+    @property
+    def secrets(self) -> StackSecrets:
+        found = load_secrets(ProjectState(self.state_dir / self.name))
+        assert found is not None
+        return found
+
+    def cli(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+        """Run `mlstack -c <this project's file> ARGS` in-process; (exit code, stdout, stderr)."""
+        capsys.readouterr()
+        code = run(["-c", str(self.config_path), *args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Every Docker object still labelled with this project."""
+        api = self.engine._api
+        label = {"label": f"{LABEL_PROJECT}={self.name}"}
+        return {
+            "containers": [c["Names"][0] for c in api.containers(all=True, filters=label)],
+            "networks": [n["Name"] for n in api.networks(filters=label)],
+            "volumes": [v["Name"] for v in (api.volumes(filters=label).get("Volumes") or [])],
+        }
+
+    def purge(self) -> None:
+        from mlstack.stack import down
+
+        down(self.config, self.engine, purge=True)
+
+
+def make_project(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: str
+) -> Project:
+    name = f"mlt-{uuid.uuid4().hex[:8]}"
+    state_dir = Path(os.environ["MLSTACK_STATE_DIR"])
+    project = Project(name, storage, tmp_path, state_dir, engine)
+    project.write_config()
+    return project
+
+
+@pytest.fixture
+def seaweed_project(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Project]:
+    project = make_project(engine, tmp_path, monkeypatch, "seaweedfs")
+    yield project
+    project.purge()
+
+
+@pytest.fixture(params=["seaweedfs", "minio"])
+def any_project(
+    request: pytest.FixtureRequest, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Project]:
+    project = make_project(engine, tmp_path, monkeypatch, request.param)
+    yield project
+    project.purge()

@@ -1,0 +1,165 @@
+"""How `up`, `status`, `logs` and `down` behave on a real stack: idempotence, drift, failures."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mlstack.engine import Engine
+from mlstack.errors import ExitCode
+
+from .conftest import Project, make_project
+
+
+def container_names(project: Project) -> list[str]:
+    return sorted(project.leftovers()["containers"])
+
+
+def test_running_stack(seaweed_project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    """One stack, many checks: each would cost a fresh stack otherwise."""
+    project = seaweed_project
+    config = project.config
+    code, _, err = project.cli(capsys, "up")
+    assert code == 0, err
+
+    # up on a healthy stack changes nothing
+    code, out, err = project.cli(capsys, "up", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert [s["action"] for s in result["services"]] == ["kept", "kept", "kept"]
+    assert result["tracking_uri"] == config.tracking_uri
+
+    # ports are published on 127.0.0.1 only
+    for name in ("postgres", "storage", "mlflow"):
+        info = project.engine.inspect(f"{project.name}-{name}")
+        assert info is not None and info.restart_count == 0
+        host_ips = {ip for binds in info.ports.values() for ip, _ in binds}
+        assert host_ips == {"127.0.0.1"}, (name, info.ports)
+        assert info.labels["io.mlstack.project"] == project.name
+
+    # MLflow's Host check is on: a foreign Host header gets 403 on the API, /health stays open
+    base = config.tracking_uri
+    api = base + "/api/2.0/mlflow/experiments/search?max_results=1"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(urllib.request.Request(api, headers={"Host": "evil.example:80"}), timeout=10)
+    assert denied.value.code == 403
+    with urllib.request.urlopen(urllib.request.Request(base + "/health", headers={"Host": "evil.example:80"})) as r:
+        assert r.read() == b"OK"
+    with urllib.request.urlopen(api, timeout=10) as r:
+        assert r.status == 200
+
+    # logs: a service's lines, never a secret
+    code, out, err = project.cli(capsys, "logs", "postgres", "--tail", "20")
+    assert code == 0, err
+    assert out.strip()
+    code, out, _ = project.cli(capsys, "logs", "--tail", "5")
+    assert code == 0 and "mlflow  | " in out
+    for secret in project.secrets.values():
+        assert secret not in out
+
+    # a config change recreates only the service it touches; the data stays
+    project.write_config(
+        storage={"port": config.storage.port, "console_port": config.storage.console_port},
+        postgres={"port": config.postgres.port},
+        mlflow={"port": config.mlflow.port, "workers": 2},
+    )
+    code, out, err = project.cli(capsys, "status", "--json")
+    assert code == 0  # it still works: drift is reported, not an outage
+    drift = {s["service"]: s["problem"] for s in json.loads(out)["services"]}
+    assert drift["mlflow"] == "its config changed since it was created"
+    code, out, err = project.cli(capsys, "up", "--json")
+    assert code == 0, err
+    actions = {s["service"]: s["action"] for s in json.loads(out)["services"]}
+    assert actions == {"postgres": "kept", "storage": "kept", "mlflow": "recreated"}
+
+    # a stopped service: status names it and exits non-zero; up heals it
+    project.engine.stop(f"{project.name}-mlflow", timeout=5)
+    code, out, _ = project.cli(capsys, "status", "--json")
+    assert code == ExitCode.DEGRADED
+    mlflow = next(s for s in json.loads(out)["services"] if s["service"] == "mlflow")
+    assert mlflow["state"] == "exited"
+    assert "mlstack up" in mlflow["fix"]
+    code, out, err = project.cli(capsys, "up", "--json")
+    assert code == 0, err
+    assert {s["service"]: s["action"] for s in json.loads(out)["services"]}["mlflow"] == "started"
+    code, _, _ = project.cli(capsys, "status")
+    assert code == 0
+
+
+def test_port_in_use_is_found_before_anything_is_created(
+    seaweed_project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = seaweed_project
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", project.config.postgres.port))
+        blocker.listen()
+        code, _, err = project.cli(capsys, "up")
+    assert code == ExitCode.CONFLICT
+    assert f"port {project.config.postgres.port} on 127.0.0.1 is already in use (postgres.port)" in err
+    assert "--set postgres.port=" in err
+    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_image_absent_with_pull_never(seaweed_project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project = seaweed_project
+    project.write_config(mlflow={"image": "mlstack-offline/not-built:1"})
+    code, _, err = project.cli(capsys, "up", "--pull", "never")
+    assert code == ExitCode.IMAGE
+    assert "mlstack-offline/not-built:1 is not on this machine" in err
+    assert "mlflow.image" in err
+    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_pull_that_fails(seaweed_project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project = seaweed_project
+    project.write_config(postgres={"image": "mlstack-offline/not-built:1"})
+    code, _, err = project.cli(capsys, "up")
+    assert code == ExitCode.IMAGE
+    assert "pulling mlstack-offline/not-built:1 failed" in err
+    assert "Traceback" not in err
+    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_foreign_container_with_our_name_is_refused(
+    seaweed_project: Project, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = seaweed_project
+    name = f"{project.name}-postgres"
+    engine._api.create_container("mlstack-offline/postgres:15", name=name, command=["true"])
+    try:
+        code, _, err = project.cli(capsys, "up")
+        assert code == ExitCode.CONFLICT
+        assert f"a container named {name} exists and is not part of mlstack project" in err
+    finally:
+        engine.remove(name)
+
+
+def test_two_projects_side_by_side(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = make_project(engine, tmp_path / "a", monkeypatch, "seaweedfs")
+    second = make_project(engine, tmp_path / "b", monkeypatch, "seaweedfs")
+    try:
+        assert first.cli(capsys, "up")[0] == 0
+        assert second.cli(capsys, "up")[0] == 0
+        before = first.leftovers()
+        code, _, err = second.cli(capsys, "down", "--purge", "--yes")
+        assert code == 0, err
+        assert second.leftovers() == {"containers": [], "networks": [], "volumes": []}
+        assert first.leftovers() == before
+        code, _, _ = first.cli(capsys, "status")
+        assert code == 0
+        assert (first.state_dir / first.name / "secrets.env").exists()
+    finally:
+        first.purge()
+        second.purge()
