@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Iterable
 from enum import Enum
 from types import TracebackType
@@ -47,7 +48,7 @@ def print_json(value: Any) -> None:
 
 
 class UpProgress:
-    """Live progress of `up` on stderr: one line per step, a bar per image pull."""
+    """Live progress of `up` on stderr: a line per step and per ready service, a bar per pull."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -58,10 +59,10 @@ class UpProgress:
             DownloadColumn(),
             TimeElapsedColumn(),
             console=err,
-            transient=False,
+            transient=True,
         )
         self.pulls: dict[str, TaskID] = {}
-        self.step: TaskID | None = None
+        self.started = time.monotonic()
 
     def __enter__(self) -> UpProgress:
         if self.enabled:
@@ -71,14 +72,10 @@ class UpProgress:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._finish_step()
         self.progress.stop()
 
-    def _finish_step(self) -> None:
-        if self.step is not None:
-            self.progress.update(self.step, completed=1, total=1)
-            self.progress.stop_task(self.step)
-            self.step = None
+    def _line(self, text: str) -> None:
+        self.progress.console.print(f"[dim]{time.monotonic() - self.started:5.1f}s[/] {text}")
 
     def report(self, event: Event) -> None:
         if not self.enabled:
@@ -90,13 +87,14 @@ class UpProgress:
                 task = self.progress.add_task(f"pull {pull.image}", total=None)
                 self.pulls[pull.image] = task
             self.progress.update(task, completed=pull.completed, total=pull.total or None)
+            if pull.done:
+                self._line(f"pulled {pull.image}")
         elif event.kind == "step":
-            self._finish_step()
-            self.step = self.progress.add_task(event.message, total=None)
+            self._line(event.message)
         elif event.kind == "ready":
-            self.progress.console.print(f"[green]✓[/] {event.service} ready ({event.seconds:.1f}s)")
+            self._line(f"[green]✓[/] {event.service} ready ({event.seconds:.1f}s)")
         elif event.kind == "warning":
-            self.progress.console.print(f"[yellow]warning:[/] {event.message}")
+            self._line(f"[yellow]warning:[/] {event.message}")
 
 
 def print_up(result: UpResult, *, as_json: bool) -> None:

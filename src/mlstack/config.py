@@ -377,7 +377,7 @@ def _explain(error: ValidationError, origins: Mapping[str, str]) -> ConfigError:
         kind = err["type"]
         value = err.get("input")
         if kind == "extra_forbidden":
-            messages.append(f"unknown key '{loc}'{where}{_closest(loc)}")
+            messages.append(f"unknown key {loc!r}{where}{_closest(loc)}")
         elif kind in ("int_parsing", "int_type", "int_from_float"):
             messages.append(f"{loc} must be a whole number, got {value!r}{where}")
         elif kind in ("greater_than_equal", "less_than_equal"):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mlstack.errors import ServiceUnhealthy
+from mlstack.errors import MlstackError, ServiceUnhealthy, StateError
 
 
 class Probe(Protocol):
@@ -62,14 +62,26 @@ class PostgresProbe:
     def check(self) -> None:
         import psycopg2
 
-        conn = psycopg2.connect(
-            host=self.host.strip("[]"),
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            dbname=self.database,
-            connect_timeout=max(1, int(self.timeout)),
-        )
+        try:
+            conn = psycopg2.connect(
+                host=self.host.strip("[]"),
+                port=self.port,
+                user=self.user,
+                password=self.password,
+                dbname=self.database,
+                connect_timeout=max(1, int(self.timeout)),
+            )
+        except psycopg2.OperationalError as e:
+            if "password authentication failed" in str(e):
+                # Not transient: waiting longer will not change the password in the volume.
+                raise StateError(
+                    "PostgreSQL rejected the stack's password: its data volume was created with "
+                    "other credentials",
+                    "restore the secrets.env that belongs to this volume, or reset everything "
+                    "with `mlstack down --purge`",
+                    service=self.service,
+                ) from None
+            raise
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
@@ -178,6 +190,8 @@ def wait_ready(
                 )
             try:
                 probe.check()
+            except MlstackError:
+                raise  # a probe that knows waiting will not help
             except Exception as e:  # not ready yet: keep the reason for the timeout message
                 last_error[probe.service] = _describe(e)
                 continue

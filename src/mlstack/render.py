@@ -69,7 +69,9 @@ def mlflow_command(config: StackConfig) -> list[str]:
 
 
 def seaweedfs_command() -> list[str]:
-    return ["mini", "-dir=/data", "-s3.port=8333"]
+    # weed reports usage to a public server unless told not to; without a size limit it sizes
+    # volumes from free disk. `mini` stops in ~3 s on SIGTERM (`server` needs a kill).
+    return ["mini", "-dir=/data", "-master.telemetry=false", "-master.volumeSizeLimitMB=64"]
 
 
 def render_compose(config: StackConfig) -> str:

@@ -134,13 +134,16 @@ def test_up_track_down_up_purge(
     notes_key = next(k for k in keys if k.endswith(f"{run_id}/artifacts/notes.txt"))
     body = s3.get_object(Bucket=config.storage.bucket, Key=notes_key)["Body"].read()  # type: ignore[attr-defined]
     assert body == b"hello from mlstack"
-    with psycopg2.connect(
-        host="127.0.0.1",
-        port=config.postgres.port,
-        user=secrets.POSTGRES_USER,
-        password=secrets.POSTGRES_PASSWORD,
-        dbname=config.postgres.database,
-    ) as conn, conn.cursor() as cur:
+    with (
+        psycopg2.connect(
+            host="127.0.0.1",
+            port=config.postgres.port,
+            user=secrets.POSTGRES_USER,
+            password=secrets.POSTGRES_PASSWORD,
+            dbname=config.postgres.database,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (run_id,))
         assert cur.fetchone() == ("FINISHED",)
 
@@ -149,7 +152,10 @@ def test_up_track_down_up_purge(
     assert code == 0, err
     left = project.leftovers()
     assert left["containers"] == [] and left["networks"] == []
-    assert sorted(left["volumes"]) == [f"{project.name}-postgres-data", f"{project.name}-storage-data"]
+    assert sorted(left["volumes"]) == [
+        f"{project.name}-postgres-data",
+        f"{project.name}-storage-data",
+    ]
     code, _, _ = project.cli(capsys, "status")
     assert code == 11
 

@@ -46,9 +46,13 @@ def test_running_stack(seaweed_project: Project, capsys: pytest.CaptureFixture[s
     base = config.tracking_uri
     api = base + "/api/2.0/mlflow/experiments/search?max_results=1"
     with pytest.raises(urllib.error.HTTPError) as denied:
-        urllib.request.urlopen(urllib.request.Request(api, headers={"Host": "evil.example:80"}), timeout=10)
+        urllib.request.urlopen(
+            urllib.request.Request(api, headers={"Host": "evil.example:80"}), timeout=10
+        )
     assert denied.value.code == 403
-    with urllib.request.urlopen(urllib.request.Request(base + "/health", headers={"Host": "evil.example:80"})) as r:
+    with urllib.request.urlopen(
+        urllib.request.Request(base + "/health", headers={"Host": "evil.example:80"})
+    ) as r:
         assert r.read() == b"OK"
     with urllib.request.urlopen(api, timeout=10) as r:
         assert r.status == 200
@@ -100,12 +104,16 @@ def test_port_in_use_is_found_before_anything_is_created(
         blocker.listen()
         code, _, err = project.cli(capsys, "up")
     assert code == ExitCode.CONFLICT
-    assert f"port {project.config.postgres.port} on 127.0.0.1 is already in use (postgres.port)" in err
+    assert (
+        f"port {project.config.postgres.port} on 127.0.0.1 is already in use (postgres.port)" in err
+    )
     assert "--set postgres.port=" in err
     assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
 
 
-def test_image_absent_with_pull_never(seaweed_project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+def test_image_absent_with_pull_never(
+    seaweed_project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
     project = seaweed_project
     project.write_config(mlflow={"image": "mlstack-offline/not-built:1"})
     code, _, err = project.cli(capsys, "up", "--pull", "never")
@@ -163,3 +171,31 @@ def test_two_projects_side_by_side(
     finally:
         first.purge()
         second.purge()
+
+
+def test_a_service_that_exits_fails_fast_with_its_log(
+    seaweed_project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = seaweed_project
+    # an image without mlflow: the container exits at once
+    project.write_config(mlflow={"image": "mlstack-offline/postgres:15"})
+    code, _, err = project.cli(capsys, "up", "--timeout", "240")
+    assert code == ExitCode.UNHEALTHY, err
+    assert "error: mlflow stopped while starting" in err
+    assert "last log lines of mlflow:" in err
+    assert "hint: read its log: mlstack logs mlflow" in err
+
+
+def test_volume_from_other_credentials_is_explained(
+    seaweed_project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = seaweed_project
+    assert project.cli(capsys, "up")[0] == 0
+    assert project.cli(capsys, "down")[0] == 0
+    # the secrets are lost, the volumes are not
+    (project.state_dir / project.name / "secrets.env").unlink()
+    code, _, err = project.cli(capsys, "up")
+    assert code == ExitCode.STATE, err
+    assert "PostgreSQL rejected the stack's password" in err
+    assert "down --purge" in err
+    assert "Traceback" not in err

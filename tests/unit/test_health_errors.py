@@ -131,3 +131,17 @@ def test_every_error_maps_to_its_documented_exit_code(error: BaseException, code
 def test_exit_codes_are_distinct_per_kind() -> None:
     values = [c.value for c in ExitCode]
     assert len(values) == len(set(values))
+
+
+def test_wait_ready_stops_at_once_on_a_non_transient_error() -> None:
+    clock = FakeClock()
+
+    class WrongPassword:
+        service = "postgres"
+
+        def check(self) -> None:
+            raise StateError("PostgreSQL rejected the stack's password", service="postgres")
+
+    with pytest.raises(StateError):
+        wait_ready([WrongPassword()], timeout=60, clock=clock, sleep=clock.sleep)
+    assert clock.now == 0.0
