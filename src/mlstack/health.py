@@ -7,6 +7,7 @@ exempt from MLflow's Host check, so on its own it passes while every real client
 
 from __future__ import annotations
 
+import functools
 import time
 import urllib.error
 import urllib.request
@@ -90,8 +91,12 @@ class PostgresProbe:
             conn.close()
 
 
+@functools.cache
 def s3_client(endpoint: str, access_key: str, secret_key: str, timeout: float = 3.0) -> object:
-    """A boto3 S3 client for the stack's storage: path-style, SigV4, no retries (we poll)."""
+    """A boto3 S3 client for the stack's storage: path-style, SigV4, no retries (we poll).
+
+    Cached: creating a client costs a few hundred milliseconds, and probes call this in a loop.
+    """
     import boto3
     from botocore.config import Config
 
@@ -149,6 +154,23 @@ class MlflowProbe:
 
 
 @dataclass(frozen=True)
+class HttpProbe:
+    """GET a URL from the host; passes on HTTP 200 (a model server's /ping)."""
+
+    service: str
+    url: str
+    timeout: float = 3.0
+
+    def check(self) -> None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=self.timeout) as response:  # noqa: S310 (http only)
+                response.read()
+        except urllib.error.HTTPError as e:
+            body = e.read().decode(errors="replace")[:200]
+            raise RuntimeError(f"GET {self.url} -> HTTP {e.code}: {body}") from None
+
+
+@dataclass(frozen=True)
 class CallableProbe:
     """A probe from a function, e.g. a check run inside a container."""
 
@@ -163,7 +185,7 @@ def wait_ready(
     probes: Sequence[Probe],
     *,
     timeout: float,
-    interval: float = 0.2,
+    interval: float = 0.1,
     exited: Callable[[str], str | None] = lambda service: None,
     on_ready: Callable[[str, float], None] = lambda service, seconds: None,
     clock: Callable[[], float] = time.monotonic,

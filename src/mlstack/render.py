@@ -107,12 +107,12 @@ def render_env(secrets_: StackSecrets) -> str:
 
 
 def write_rendered(
-    directory: Path, config: StackConfig, secrets_: StackSecrets
+    directory: Path, config: StackConfig, secrets_: StackSecrets, *, compose: str | None = None
 ) -> tuple[Path, Path]:
     """Write docker-compose.yml (0644) and .env (0600) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     compose_path = directory / "docker-compose.yml"
-    compose_path.write_text(render_compose(config), encoding="utf-8")
+    compose_path.write_text(compose or render_compose(config), encoding="utf-8")
     env_path = directory / ".env"
     write_private(env_path, render_env(secrets_))
     return compose_path, env_path

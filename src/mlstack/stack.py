@@ -8,12 +8,12 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from queue import Queue
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mlstack import secrets as secrets_store
 from mlstack.config import StackConfig
@@ -23,6 +23,7 @@ from mlstack.errors import (
     ExitCode,
     ImageUnavailable,
     MlstackError,
+    NotRunning,
     UsageError,
 )
 from mlstack.health import (
@@ -42,6 +43,9 @@ from mlstack.render import MLFLOW_CONTAINER_PORT, render_compose, write_rendered
 from mlstack.secrets import StackSecrets
 from mlstack.services import LABEL_PROJECT, START_TIERS, ServiceSpec, StackSpec, from_compose
 from mlstack.state import ProjectState
+
+if TYPE_CHECKING:
+    from mlstack.serve import ServedStatus
 
 PullPolicy = Literal["always", "missing", "never"]
 SERVICES = ("postgres", "storage", "mlflow")
@@ -116,6 +120,9 @@ class Stack:
 
             def host_and_network() -> None:
                 from_host.check()
+                info = engine.inspect(container)
+                if info is not None and info.health == "healthy":
+                    return  # Docker's healthcheck made this same in-network call moments ago
                 code, output = engine.exec(container, _in_network_check())
                 if code != 0:
                     raise RuntimeError(f"in-network API call failed: {output.strip()[-200:]}")
@@ -140,7 +147,39 @@ class Stack:
 
 def _in_network_check() -> list[str]:
     url = f"http://mlflow:{MLFLOW_CONTAINER_PORT}/api/2.0/mlflow/experiments/search?max_results=1"
-    return ["python", "-c", f"import urllib.request as u; u.urlopen({url!r}, timeout=5).read()"]
+    return [
+        "python",
+        "-S",
+        "-c",
+        f"import urllib.request as u; u.urlopen({url!r}, timeout=5).read()",
+    ]
+
+
+def require_running(config: StackConfig, engine: Engine, command: str) -> Stack:
+    """The stack, when its tracking server runs and answers an API call; NotRunning otherwise.
+
+    For commands that use the stack rather than manage it (`demo`, `serve`).
+    """
+    stack = Stack.open(config)
+    info = engine.inspect(f"{config.project}-mlflow") if stack is not None else None
+    if (
+        stack is None
+        or info is None
+        or not info.running
+        or info.labels.get(LABEL_PROJECT) != config.project
+    ):
+        raise NotRunning(
+            f"the stack {config.project!r} is not running: `mlstack {command}` needs it",
+            "start it with `mlstack up`",
+        )
+    probe = run_probe(MlflowProbe("mlflow", config.tracking_uri))
+    if not probe.ok:
+        raise NotRunning(
+            f"the tracking server of stack {config.project!r} does not answer at "
+            f"{config.tracking_uri}: {probe.detail}",
+            "see `mlstack status`; `mlstack up` repairs the stack",
+        )
+    return stack
 
 
 # --- up --------------------------------------------------------------------------------------
@@ -213,24 +252,27 @@ def _ensure_images(engine: Engine, stack: Stack, policy: PullPolicy, report: Rep
             engine.pull(image, lambda p: report(Event("pull", pull=p)))
 
 
-def _reconcile(
+def _prepare(
     engine: Engine, stack: Stack, name: str, current: ContainerInfo | None
-) -> tuple[Action, int]:
-    """Make one service's container match its spec; (what was done, its restart count)."""
+) -> tuple[Action, int, bool]:
+    """Make one service's container match its spec, not yet started: (action, restarts, start?).
+
+    Creating every container before the first one starts takes container creation off the
+    critical path: MLflow's container is ready the moment its dependencies are.
+    """
     spec = stack.service(name)
-    aliases = [name, spec.container_name]
     if current is not None and current.spec_hash == spec.spec_hash:
         if current.running:
-            return Action.KEPT, current.restart_count
-        engine.start(spec.container_name)
-        return Action.STARTED, current.restart_count
+            return Action.KEPT, current.restart_count, False
+        return Action.STARTED, current.restart_count, True
     action = Action.CREATED
     if current is not None:
+        if current.running:  # stop gracefully: PostgreSQL needs its shutdown checkpoint
+            engine.stop(spec.container_name, STOP_GRACE.get(name, 10.0))
         engine.remove(spec.container_name)
         action = Action.RECREATED
-    engine.create(spec, stack.spec.network, aliases)
-    engine.start(spec.container_name)
-    return action, 0
+    engine.create(spec, stack.spec.network, [name, spec.container_name])
+    return action, 0, True
 
 
 def _exited_check(
@@ -282,7 +324,7 @@ def up(
     held = [port for info in current.values() for binds in info.ports.values() for _, port in binds]
     check_ports(config.bind, config.published_ports(), held)
     _ensure_images(engine, stack, pull, report)
-    write_rendered(stack.state.root, config, stack.secrets)
+    write_rendered(stack.state.root, config, stack.secrets, compose=stack.compose)
 
     # 2. Network and volumes.
     report(Event("step", message="network and volumes"))
@@ -300,40 +342,45 @@ def up(
         report(Event("ready", service=service, seconds=seconds))
 
     try:
-        for tier in START_TIERS:
-            # 3. Services of one tier start together.
-            report(Event("step", message="starting " + ", ".join(tier)))
-            with ThreadPoolExecutor(max_workers=len(tier)) as pool:
-                futures = {
-                    name: pool.submit(_reconcile, engine, stack, name, current.get(name))
-                    for name in tier
-                }
-                for name, future in futures.items():
-                    action, restarts = future.result()
-                    outcomes[name] = (action, None)
-                    baseline[name] = restarts
-            probes = [all_probes[name] for name in tier]
-            ready = wait_ready(
-                probes,
-                timeout=max(1.0, deadline - time.monotonic()),
-                exited=_exited_check(engine, stack, baseline),
-                on_ready=on_ready,
-            )
-            for name in tier:
-                outcomes[name] = (outcomes[name][0], ready.get(name))
-            if "postgres" in tier:
-                # 4. Provision before MLflow starts: it migrates its schema into the database.
-                report(Event("step", message="database and bucket"))
-                s, c = stack.secrets, config
-                database_created = ensure_database(
-                    c.client_host,
-                    c.postgres.port,
-                    s.POSTGRES_USER,
-                    s.POSTGRES_PASSWORD,
-                    c.postgres.database,
+        with ThreadPoolExecutor(max_workers=len(stack.spec.services)) as pool:
+            names = list(stack.spec.services)
+            prepared = dict(
+                zip(
+                    names,
+                    pool.map(lambda n: _prepare(engine, stack, n, current.get(n)), names),
+                    strict=True,
                 )
-                client = s3_client(c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY, timeout=10)
-                bucket_created = ensure_bucket(client, c.storage.bucket)
+            )
+            for tier in START_TIERS:
+                # 3. Services of one tier start together.
+                report(Event("step", message="starting " + ", ".join(tier)))
+                starting = [n for n in tier if prepared[n][2]]
+                list(pool.map(lambda n: engine.start(stack.service(n).container_name), starting))
+                for name in tier:
+                    outcomes[name] = (prepared[name][0], None)
+                    baseline[name] = prepared[name][1]
+                probes = [all_probes[name] for name in tier]
+                ready = wait_ready(
+                    probes,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    exited=_exited_check(engine, stack, baseline),
+                    on_ready=on_ready,
+                )
+                for name in tier:
+                    outcomes[name] = (outcomes[name][0], ready.get(name))
+                if "postgres" in tier:
+                    # 4. Provision before MLflow starts: it migrates its schema into the database.
+                    report(Event("step", message="database and bucket"))
+                    s, c = stack.secrets, config
+                    database_created = ensure_database(
+                        c.client_host,
+                        c.postgres.port,
+                        s.POSTGRES_USER,
+                        s.POSTGRES_PASSWORD,
+                        c.postgres.database,
+                    )
+                    client = s3_client(c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY)
+                    bucket_created = ensure_bucket(client, c.storage.bucket)
     except MlstackError as e:
         raise _with_log_tail(e, engine, stack) from None
 
@@ -394,18 +441,36 @@ class StatusResult:
     services: list[ServiceStatus]
     tracking_uri: str
     extra_containers: list[str] = field(default_factory=list)
+    served: list[ServedStatus] = field(default_factory=list)  # models from `mlstack serve`
+
+
+def overall_status(services: Sequence[ServiceStatus], served: Sequence[ServedStatus]) -> Overall:
+    """Not running without a running service; healthy only when every service and every served
+    model answers: a served model that is down degrades the stack (exit 10), as a service does."""
+    if not any(s.state == "running" for s in services):
+        return Overall.NOT_RUNNING
+    if all(s.healthy for s in services) and all(m.healthy for m in served):
+        return Overall.HEALTHY
+    return Overall.DEGRADED
 
 
 def status(config: StackConfig, engine: Engine) -> StatusResult:
     """What runs, whether it answers, and what to do about what does not."""
+    from mlstack.serve import SERVICE as SERVE_SERVICE
+    from mlstack.serve import served_status
+
     stack = Stack.open(config)
-    containers = {c.service: c for c in engine.project_containers(config.project)}
+    everything = engine.project_containers(config.project)
+    containers = {c.service: c for c in everything if c.service in SERVICES}
+    served = served_status(config, [c for c in everything if c.service == SERVE_SERVICE])
     if stack is None or not containers:
         services = [
             ServiceStatus(name, f"{config.project}-{name}", "missing", None, "", None)
             for name in SERVICES
         ]
-        return StatusResult(config.project, Overall.NOT_RUNNING, services, config.tracking_uri)
+        return StatusResult(
+            config.project, Overall.NOT_RUNNING, services, config.tracking_uri, served=served
+        )
     probes = stack.probes()
     running = [name for name in SERVICES if name in containers and containers[name].running]
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -434,14 +499,9 @@ def status(config: StackConfig, engine: Engine) -> StatusResult:
         rows.append(
             ServiceStatus(name, spec.container_name, state, health, urls[name], probe, problem, fix)
         )
-    if not any(r.state == "running" for r in rows):
-        overall = Overall.NOT_RUNNING
-    elif all(r.healthy for r in rows):
-        overall = Overall.HEALTHY
-    else:
-        overall = Overall.DEGRADED
-    extra = sorted(c.name for s, c in containers.items() if s not in SERVICES)
-    return StatusResult(config.project, overall, rows, config.tracking_uri, extra)
+    overall = overall_status(rows, served)
+    extra = sorted(c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE))
+    return StatusResult(config.project, overall, rows, config.tracking_uri, extra, served)
 
 
 # --- down ------------------------------------------------------------------------------------
@@ -503,13 +563,17 @@ def down(config: StackConfig, engine: Engine, *, purge: bool = False) -> DownRes
 
 
 def resolve_service(config: StackConfig, name: str) -> str:
-    """A service name as users type it: 'minio'/'seaweedfs'/'s3' mean storage."""
+    """A service name as users type it: 'minio'/'seaweedfs'/'s3' mean storage; `serve-NAME` is
+    the model served as NAME."""
     aliases = {config.storage.engine: "storage", "s3": "storage", "db": "postgres"}
     resolved = aliases.get(name, name)
+    if resolved.startswith("serve-") and len(resolved) > len("serve-"):
+        return resolved
     if resolved not in SERVICES:
         raise UsageError(
             f"unknown service {name!r}",
-            f"use one of: {', '.join(SERVICES)} (or {config.storage.engine} for storage)",
+            f"use one of: {', '.join(SERVICES)} (or {config.storage.engine} for storage), "
+            "or serve-NAME for a served model",
         )
     return resolved
 
@@ -521,7 +585,13 @@ def logs(
     names = [resolve_service(config, service)] if service else list(SERVICES)
     stack = Stack.open(config)
     scrub = stack.scrub if stack is not None else (lambda text: text)
-    containers = {c.service: c for c in engine.project_containers(config.project)}
+    if names[0].startswith("serve-"):
+        from mlstack.serve import find_served
+
+        info = find_served(engine, config.project, names[0][len("serve-") :])
+        containers = {names[0]: info}
+    else:
+        containers = {c.service: c for c in engine.project_containers(config.project)}
     present = [n for n in names if n in containers]
     if not present:
         from mlstack.errors import NotRunning
