@@ -232,6 +232,106 @@ def env(
         print(f"# {', '.join(result.hidden)} hidden: add --show-secrets", file=sys.stderr)
 
 
+@app.command()
+def demo(
+    ctx: typer.Context,
+    runs: Annotated[
+        int, typer.Option("--runs", "-n", help="Training runs, 1-12: candidates of the grid.")
+    ] = 4,
+    experiment: Annotated[
+        str, typer.Option("--experiment", "-e", help="Experiment the runs are logged in.")
+    ] = "mlstack-demo",
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Train a scikit-learn model on the running stack, log the runs, register the best as
+    mlstack-demo@champion (needs the demo extra: pip install 'mlstack-cli[demo]')."""
+    from mlstack import cli_output as out
+    from mlstack.demo import grid_for, require_sklearn, run_demo
+
+    config = _load(ctx).config
+    require_sklearn()  # before anything else: the one thing to install
+    grid_for(runs)
+    engine = _engine()
+    with out.DemoProgress(enabled=not json_) as progress:
+        result = run_demo(config, engine, runs=runs, experiment=experiment, report=progress.report)
+    out.print_demo(result, as_json=json_)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    model_uri: Annotated[
+        str | None,
+        typer.Argument(
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest, models:/m-<id> "
+            "or runs:/RUN_ID/PATH.",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="Name of the deployment (default: the registered model's name)."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", min=1, max=65535, help="Host port (default: the first free one from 5060)."
+        ),
+    ] = None,
+    stop: Annotated[
+        str | None,
+        typer.Option("--stop", metavar="NAME", help="Remove the model served as NAME."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the model server to answer /ping.")
+    ] = 180.0,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Serve a registered model in the stack (MLflow scoring protocol: /ping, /invocations), or
+    remove one with --stop NAME."""
+    from mlstack import cli_output as out
+    from mlstack.serve import check_name, parse_model_uri
+    from mlstack.serve import serve as serve_model
+    from mlstack.serve import stop as stop_model
+    from mlstack.state import ProjectState
+
+    if stop is not None and (model_uri is not None or name is not None or port is not None):
+        raise UsageError(
+            "--stop takes only the name of a served model",
+            "e.g. mlstack serve --stop mlstack-demo",
+        )
+    if stop is None and model_uri is None:
+        raise UsageError(
+            "missing MODEL_URI: which model to serve",
+            "e.g. mlstack serve models:/mlstack-demo@champion; or --stop NAME to remove one",
+        )
+    if timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {timeout}", "e.g. --timeout 300")
+    config = _load(ctx).config
+    if stop is not None:
+        check_name(stop)
+        engine = _engine()
+        with ProjectState.for_project(config.project).lock("serve --stop"):
+            stopped = stop_model(config, engine, stop)
+        out.print_serve_stop(stopped, as_json=json_)
+        return
+    assert model_uri is not None
+    parse_model_uri(model_uri)  # a malformed URI or name fails before touching the engine
+    if name is not None:
+        check_name(name)
+    engine = _engine()
+    with (
+        ProjectState.for_project(config.project).lock("serve"),
+        out.UpProgress(enabled=not json_) as progress,
+    ):
+        result = serve_model(
+            config, engine, model_uri, name=name, port=port, timeout=timeout, report=progress.report
+        )
+    out.print_serve(result, as_json=json_)
+
+
 @app.command("config")
 def show_config(
     ctx: typer.Context,

@@ -13,9 +13,11 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
@@ -25,6 +27,8 @@ from rich.progress import (
 from rich.table import Table
 
 from mlstack.config import LoadedConfig, config_as_dict
+from mlstack.demo import DemoEvent, DemoResult
+from mlstack.serve import ServeResult, StopResult
 from mlstack.stack import DownResult, Event, StatusResult, UpResult
 
 err = Console(stderr=True, highlight=False)
@@ -142,13 +146,137 @@ def print_status(result: StatusResult, *, as_json: bool) -> None:
             probe = f"ok {s.probe.latency * 1000:.0f} ms" if s.probe.ok else "failing"
         table.add_row(s.service, s.container, s.state, s.health or "-", probe, s.url or "-")
     out.print(table)
+    if result.served:
+        served = Table(title="served models", title_justify="left")
+        for column in ("name", "model", "state", "probe", "url"):
+            served.add_column(column)
+        for m in result.served:
+            probe = "-"
+            if m.probe is not None:
+                probe = f"ok {m.probe.latency * 1000:.0f} ms" if m.probe.ok else "failing"
+            model = m.model_uri + (f" (v{m.version})" if m.version else "")
+            served.add_row(m.name, escape(model), m.state, probe, m.url or "-")
+        out.print(served)
     for s in result.services:
         if s.problem:
-            out.print(f"[yellow]{s.service}[/]: {s.problem}\n  fix: {s.fix}")
+            out.print(f"[yellow]{s.service}[/]: {escape(s.problem)}\n  fix: {escape(s.fix)}")
+    for m in result.served:
+        if m.problem:
+            out.print(f"[yellow]served {m.name}[/]: {escape(m.problem)}\n  fix: {escape(m.fix)}")
     if result.overall.value == "not running":
         out.print("the stack is not running: start it with `mlstack up`")
     elif result.overall.value == "healthy":
         out.print(f"tracking URI: {result.tracking_uri}")
+
+
+class DemoProgress:
+    """Live progress of `demo` on stderr: a bar over the runs, a line per finished run."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        self.task: TaskID | None = None
+        self.started = time.monotonic()
+
+    def __enter__(self) -> DemoProgress:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def _line(self, text: str) -> None:
+        self.progress.console.print(f"[dim]{time.monotonic() - self.started:5.1f}s[/] {text}")
+
+    def report(self, event: DemoEvent) -> None:
+        if not self.enabled:
+            return
+        if event.kind == "step":
+            self._line(escape(event.message))
+            return
+        if self.task is None:
+            self.task = self.progress.add_task("training", total=event.total)
+        self.progress.update(self.task, completed=event.index)
+        if event.run is not None:
+            m = event.run.metrics
+            self._line(
+                f"[green]✓[/] run {event.index}/{event.total} {event.run.run_name}: "
+                f"accuracy {m['accuracy']:.3f}, f1 {m['f1_macro']:.3f}, "
+                f"log loss {m['log_loss']:.3f}"
+            )
+
+
+def print_demo(result: DemoResult, *, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    table = Table(
+        title=f"{len(result.runs)} runs on {result.dataset} in {result.seconds:.1f}s (test split)",
+        title_justify="left",
+    )
+    table.add_column("run", no_wrap=True)
+    for column in ("accuracy", "f1 macro", "log loss", ""):
+        table.add_column(column, justify="right")
+    for run in result.runs:
+        m = run.metrics
+        table.add_row(
+            run.run_name,
+            f"{m['accuracy']:.3f}",
+            f"{m['f1_macro']:.3f}",
+            f"{m['log_loss']:.3f}",
+            "[green]best[/]" if run.run_id == result.best_run_id else "",
+        )
+    err.print(table)
+    err.print(f"experiment {result.experiment}: {result.experiment_url}", soft_wrap=True)
+    for run in result.runs:
+        err.print(f"  run {run.run_name}: {run.url}", soft_wrap=True)
+    err.print(
+        f"registered {result.registered_model} version {result.version}, alias {result.alias}: "
+        f"{result.model_url}",
+        soft_wrap=True,
+    )
+    err.print(f"next: [bold]{escape(result.serve_command)}[/]")
+    print(f"models:/{result.registered_model}/{result.version}")
+
+
+def print_serve(result: ServeResult, *, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+    model = result.model_uri
+    if result.served_uri != result.model_uri:
+        model += f" (= {result.served_uri})"
+    verb = "replaced" if result.replaced else "serving"
+    err.print(
+        f"{verb} {escape(model)} as [bold]{result.name}[/] ({result.container}): ready in "
+        f"{result.ready_seconds:.1f}s, {result.seconds:.1f}s in all"
+    )
+    if result.payload is None:
+        err.print("the model has no input example: put your input in the body below")
+    err.print("try it:")
+    err.print(escape(result.curl), soft_wrap=True)
+    err.print(f"remove it: mlstack serve --stop {result.name}")
+    print(result.url)
+
+
+def print_serve_stop(result: StopResult, *, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    err.print(f"removed {result.container} (it served {escape(result.model_uri)})")
 
 
 def print_down(result: DownResult) -> None:

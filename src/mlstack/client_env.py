@@ -9,6 +9,7 @@ Artifacts are proxied by the server anyway, so the client is told to keep them p
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass
 
@@ -58,3 +59,13 @@ def client_env(
         else:
             hidden += list(keys)
     return ClientEnv(variables, hidden)
+
+
+def activate(config: StackConfig) -> None:
+    """Point MLflow in this process at the stack, as `eval "$(mlstack env)"` does for a shell.
+
+    Call it before importing mlflow: some of its settings are read once. MLflow also prints run
+    URLs on stdout unless told not to; stdout belongs to the command's own output.
+    """
+    os.environ.update(client_env(config, None).variables)
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"

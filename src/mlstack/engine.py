@@ -288,7 +288,9 @@ class Engine:
     def create(self, spec: ServiceSpec, network: str, aliases: list[str]) -> str:
         """Create (not start) the container for `spec` on `network`; returns its id."""
         api = self._api
-        ports = [f"{p.container_port}/tcp" for p in spec.ports]
+        # Plain numbers: the SDK appends "/tcp" itself ("8080/tcp" would expose "8080/tcp/tcp",
+        # and the binding then works only when the image EXPOSEs the port).
+        ports = [p.container_port for p in spec.ports]
         port_bindings = {f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports}
         binds = {name: {"bind": target, "mode": "rw"} for name, target in spec.volumes}
         host_config = api.create_host_config(

@@ -160,3 +160,26 @@ def any_project(
     project = make_project(engine, tmp_path, monkeypatch, request.param)
     yield project
     project.purge()
+
+
+# What `mlstack demo` and `mlstack serve` set in the process they run in (tests run the CLI
+# in-process): cleared before a test and restored after it.
+MLFLOW_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+)
+
+
+@pytest.fixture
+def mlflow_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in MLFLOW_ENV:
+        monkeypatch.setenv(name, "")  # records the original value, so it comes back afterwards
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # fail fast, do not retry
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)

@@ -1,0 +1,112 @@
+"""The MLflow UI in a real browser (headless Chromium) shows what `mlstack demo` logged.
+
+Chromium renders the single-page app and dumps the resulting DOM (`--dump-dom`); the test reads
+its text. With UPDATE_DOCS_SCREENSHOT=1 the runs page (metric charts) is also saved as
+docs/mlflow-ui-demo.png, the screenshot the README shows.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, Project
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = REPO / "docs" / "mlflow-ui-demo.png"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",  # runs as root in CI containers
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=15000",  # let the app fetch and render before the dump
+]
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and {message}")
+        pytest.skip(message)
+    return CHROMIUM
+
+
+def browse(chromium: Path, profile: Path, url: str, *extra: str) -> str:
+    """Load `url` in headless Chromium; its stdout (the DOM with --dump-dom)."""
+    result = subprocess.run(
+        [str(chromium), *FLAGS, f"--user-data-dir={profile}", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def page_text(dom: str) -> str:
+    """The visible text of a dumped DOM, whitespace collapsed."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S | re.I)
+    text = re.sub(r"<[^>]+>", " ", text)
+    return " ".join(html.unescape(text).split())
+
+
+def test_mlflow_ui_shows_the_demo(
+    seaweed_project: Project,
+    capsys: pytest.CaptureFixture[str],
+    chromium: Path,
+    mlflow_env: None,
+    tmp_path: Path,
+) -> None:
+    project = seaweed_project
+    code, _, err = project.cli(capsys, "up")
+    assert code == 0, err
+    code, out, err = project.cli(capsys, "demo", "--json")  # the default: 4 runs
+    assert code == 0, err
+    demo = json.loads(out)
+    base = project.config.tracking_uri
+    profile = tmp_path / "chromium-profile"
+
+    # the experiments list names the demo's experiment
+    text = page_text(browse(chromium, profile, f"{base}/#/experiments", "--dump-dom"))
+    assert "Experiments" in text and "mlstack-demo" in text, text[:2000]
+
+    # its runs page lists every run by name
+    runs_page = demo["experiment_url"]
+    assert runs_page == f"{base}/#/experiments/{demo['experiment_id']}/runs"
+    text = page_text(browse(chromium, profile, runs_page, "--dump-dom"))
+    for run in demo["runs"]:
+        assert run["run_name"] in text, text[:2000]
+    assert f"{len(demo['runs'])} matching runs" in text
+
+    # a run's page shows its parameters, metrics and the registered model
+    best = next(r for r in demo["runs"] if r["run_id"] == demo["best_run_id"])
+    text = page_text(browse(chromium, profile, best["url"], "--dump-dom"))
+    for word in (best["run_name"], best["run_id"], "accuracy", "log_loss", "class_weight"):
+        assert word in text, (word, text[:2000])
+    assert "mlstack-demo" in text
+
+    # a screenshot of the runs page with its metric charts: a real image of the requested size
+    shot = tmp_path / "runs.png"
+    charts = f"{runs_page}?compareRunsMode=CHART"
+    browse(chromium, profile, charts, f"--screenshot={shot}", "--window-size=1400,900")
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1400, 900) and len(data) > 30_000
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
