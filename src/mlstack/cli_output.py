@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from enum import Enum
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from rich.console import Console
@@ -51,24 +51,18 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(_jsonable(value), indent=2) + "\n")
 
 
-class UpProgress:
-    """Live progress of `up` on stderr: a line per step and per ready service, a bar per pull."""
+_Live = TypeVar("_Live", bound="_LiveLines")
 
-    def __init__(self, enabled: bool = True) -> None:
+
+class _LiveLines:
+    """A rich Progress on stderr plus timestamped lines above it; a context manager."""
+
+    def __init__(self, enabled: bool, *columns: Any) -> None:
         self.enabled = enabled
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
-        self.pulls: dict[str, TaskID] = {}
+        self.progress = Progress(*columns, console=err, transient=True)
         self.started = time.monotonic()
 
-    def __enter__(self) -> UpProgress:
+    def __enter__(self: _Live) -> _Live:
         if self.enabled:
             self.progress.start()
         return self
@@ -80,6 +74,21 @@ class UpProgress:
 
     def _line(self, text: str) -> None:
         self.progress.console.print(f"[dim]{time.monotonic() - self.started:5.1f}s[/] {text}")
+
+
+class UpProgress(_LiveLines):
+    """Live progress of `up` on stderr: a line per step and per ready service, a bar per pull."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        super().__init__(
+            enabled,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+        )
+        self.pulls: dict[str, TaskID] = {}
 
     def report(self, event: Event) -> None:
         if not self.enabled:
@@ -169,35 +178,19 @@ def print_status(result: StatusResult, *, as_json: bool) -> None:
         out.print(f"tracking URI: {result.tracking_uri}")
 
 
-class DemoProgress:
+class DemoProgress(_LiveLines):
     """Live progress of `demo` on stderr: a bar over the runs, a line per finished run."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.progress = Progress(
+        super().__init__(
+            enabled,
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=err,
-            transient=True,
         )
         self.task: TaskID | None = None
-        self.started = time.monotonic()
-
-    def __enter__(self) -> DemoProgress:
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.progress.stop()
-
-    def _line(self, text: str) -> None:
-        self.progress.console.print(f"[dim]{time.monotonic() - self.started:5.1f}s[/] {text}")
 
     def report(self, event: DemoEvent) -> None:
         if not self.enabled:

@@ -123,9 +123,10 @@ class Project:
         api = self.engine._api
         label = {"label": f"{LABEL_PROJECT}={self.name}"}
         return {
-            "containers": [c["Names"][0] for c in api.containers(all=True, filters=label)],
-            "networks": [n["Name"] for n in api.networks(filters=label)],
-            "volumes": [v["Name"] for v in (api.volumes(filters=label).get("Volumes") or [])],
+            # sorted: the engine lists in no fixed order
+            "containers": sorted(c["Names"][0] for c in api.containers(all=True, filters=label)),
+            "networks": sorted(n["Name"] for n in api.networks(filters=label)),
+            "volumes": sorted(v["Name"] for v in (api.volumes(filters=label).get("Volumes") or [])),
         }
 
     def purge(self) -> None:
