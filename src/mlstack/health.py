@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +44,19 @@ def run_probe(probe: Probe, clock: Callable[[], float] = time.perf_counter) -> P
     except Exception as e:  # a probe's failure is data here, not an error
         return ProbeResult(probe.service, False, clock() - start, _describe(e))
     return ProbeResult(probe.service, True, clock() - start, "ok")
+
+
+def run_probes(probes: Sequence[Probe]) -> list[ProbeResult]:
+    """Run probes concurrently, once each, in order: `status` waits for the slowest, not the sum."""
+    if not probes:
+        return []
+    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+        return list(pool.map(run_probe, probes))
+
+
+def answering(state: str, probe: ProbeResult | None) -> bool:
+    """A container counts as healthy when it runs and its probe passed."""
+    return state == "running" and probe is not None and probe.ok
 
 
 def _describe(error: BaseException) -> str:

@@ -38,7 +38,7 @@ from mlstack.errors import (
     ServiceUnhealthy,
     UsageError,
 )
-from mlstack.health import HttpProbe, ProbeResult, run_probe, wait_ready
+from mlstack.health import HttpProbe, ProbeResult, answering, run_probes, wait_ready
 from mlstack.preflight import port_free
 from mlstack.render import MLFLOW_CONTAINER_PORT
 from mlstack.services import LABEL_PROJECT, LABEL_SERVICE, HealthcheckSpec, PortSpec, ServiceSpec
@@ -790,18 +790,32 @@ class ServedStatus:
 
     @property
     def healthy(self) -> bool:
-        return self.state == "running" and self.probe is not None and self.probe.ok
+        return answering(self.state, self.probe)
 
 
 def served_status(config: StackConfig, containers: Sequence[ContainerInfo]) -> list[ServedStatus]:
     """Each served model: its container, and whether /ping answers from the host."""
+
+    def ping_url(info: ContainerInfo) -> str:
+        port = info.labels.get(LABEL_PORT, "")
+        return f"http://{config.client_host}:{port}" if port else ""
+
+    ordered = sorted(containers, key=lambda c: c.name)
+    running = [c for c in ordered if c.running]
+    pings = run_probes(
+        [
+            HttpProbe(f"{SERVICE}-{c.labels.get(LABEL_NAME, c.name)}", f"{ping_url(c)}/ping")
+            for c in running
+        ]
+    )
+    probes = dict(zip((c.id for c in running), pings, strict=True))
     rows: list[ServedStatus] = []
-    for info in sorted(containers, key=lambda c: c.name):
+    for info in ordered:
         name = info.labels.get(LABEL_NAME, info.name)
         uri = info.labels.get(LABEL_MODEL_URI, "")
         port = info.labels.get(LABEL_PORT, "")
-        url = f"http://{config.client_host}:{port}" if port else ""
-        probe = run_probe(HttpProbe(f"{SERVICE}-{name}", f"{url}/ping")) if info.running else None
+        url = ping_url(info)
+        probe = probes.get(info.id)
         redeploy = f"`mlstack serve {uri} --name {name}" + (f" --port {port}`" if port else "`")
         problem = fix = ""
         if not info.running:

@@ -33,7 +33,9 @@ from mlstack.health import (
     Probe,
     ProbeResult,
     S3Probe,
+    answering,
     run_probe,
+    run_probes,
     s3_client,
     wait_ready,
 )
@@ -431,7 +433,7 @@ class ServiceStatus:
 
     @property
     def healthy(self) -> bool:
-        return self.state == "running" and self.probe is not None and self.probe.ok
+        return answering(self.state, self.probe)
 
 
 @dataclass(frozen=True)
@@ -473,8 +475,7 @@ def status(config: StackConfig, engine: Engine) -> StatusResult:
         )
     probes = stack.probes()
     running = [name for name in SERVICES if name in containers and containers[name].running]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(zip(running, pool.map(lambda n: run_probe(probes[n]), running), strict=True))
+    results = dict(zip(running, run_probes([probes[n] for n in running]), strict=True))
     urls = stack.urls()
     rows: list[ServiceStatus] = []
     for name in SERVICES:
