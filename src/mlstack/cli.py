@@ -197,7 +197,12 @@ def logs(
     if service is not None:
         resolve_service(config, service)  # a typo fails before touching the engine
     lines = stack_logs(config, _engine(), service, follow=follow, tail=tail)
-    out.print_logs(lines, prefix=service is None)
+    try:
+        out.print_logs(lines, prefix=service is None)
+    except KeyboardInterrupt:
+        if not follow:
+            raise
+        # Ctrl-C is how one stops following: not an interruption of unfinished work
 
 
 @app.command()
@@ -383,18 +388,23 @@ def _print_error(error: MlstackError) -> None:
         print(f"hint: {error.hint}", file=sys.stderr)
 
 
+def _interrupted() -> int:
+    print("interrupted: run the same command again to finish; nothing is lost", file=sys.stderr)
+    return int(ExitCode.INTERRUPTED)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; never raises (tests call this)."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("MLSTACK_DEBUG") == "1"
     try:
-        code = app(args=args, prog_name="mlstack", standalone_mode=False)
-        return int(code or 0)
+        code = int(app(args=args, prog_name="mlstack", standalone_mode=False) or 0)
+        # typer returns Ctrl-C as exit code 130; no command returns that code itself
+        return _interrupted() if code == ExitCode.INTERRUPTED else code
     except typer.Exit as e:
         return int(e.exit_code)
-    except typer.Abort:
-        print("interrupted", file=sys.stderr)
-        return int(ExitCode.INTERRUPTED)
+    except (typer.Abort, KeyboardInterrupt):
+        return _interrupted()
     except typer.TyperException as e:  # usage errors found while parsing
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         print(f"error: {message}", file=sys.stderr)
@@ -405,11 +415,6 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         return exit_code_for(e)
-    except KeyboardInterrupt:
-        print(
-            "\ninterrupted: run the same command again to finish; nothing is lost", file=sys.stderr
-        )
-        return int(ExitCode.INTERRUPTED)
     except Exception as e:  # a bug: say so plainly, traceback only when asked
         if debug:
             traceback.print_exc()

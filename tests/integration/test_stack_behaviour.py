@@ -6,14 +6,13 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from mlstack.engine import Engine
 from mlstack.errors import ExitCode
 
-from .conftest import Project, make_project
+from .conftest import Project
 
 
 def container_names(project: Project) -> list[str]:
@@ -145,32 +144,6 @@ def test_foreign_container_with_our_name_is_refused(
         assert f"a container named {name} exists and is not part of mlstack project" in err
     finally:
         engine.remove(name)
-
-
-def test_two_projects_side_by_side(
-    engine: Engine,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first = make_project(engine, tmp_path / "a", monkeypatch, "seaweedfs")
-    second = make_project(engine, tmp_path / "b", monkeypatch, "seaweedfs")
-    try:
-        assert first.cli(capsys, "up")[0] == 0
-        assert second.cli(capsys, "up")[0] == 0
-        before = first.leftovers()
-        code, _, err = second.cli(capsys, "down", "--purge", "--yes")
-        assert code == 0, err
-        assert second.leftovers() == {"containers": [], "networks": [], "volumes": []}
-        assert first.leftovers() == before
-        code, _, _ = first.cli(capsys, "status")
-        assert code == 0
-        assert (first.state_dir / first.name / "secrets.env").exists()
-    finally:
-        first.purge()
-        second.purge()
 
 
 def test_a_service_that_exits_fails_fast_with_its_log(
