@@ -397,10 +397,9 @@ def _explain(error: ValidationError, origins: Mapping[str, str]) -> ConfigError:
             messages.append(f"{loc}: {err['msg']}, got {value!r}{where}")
     first, rest = messages[0], messages[1:]
     return ConfigError(
-        first,
+        first + "".join(f"; also: {m}" for m in rest),
         "fix the key in mlstack.yaml, the MLSTACK_* variable or the --set flag named above; "
         "`mlstack config` shows the effective values",
-        details="\n".join(f"also: {m}" for m in rest),
     )
 
 
