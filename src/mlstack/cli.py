@@ -47,10 +47,7 @@ def _load(ctx: typer.Context) -> Any:
     from mlstack.config import load_config
 
     opts = _options(ctx)
-    sets = list(opts.sets)
-    if opts.project:
-        sets.append(f"project={opts.project}")
-    return load_config(opts.config, sets=sets)
+    return load_config(opts.config, sets=opts.sets, project=opts.project)
 
 
 def _engine() -> Any:

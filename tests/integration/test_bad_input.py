@@ -93,7 +93,7 @@ CASES = [
     case("invalid-bucket", "--set storage.bucket=My_Bucket config", USAGE, ["storage.bucket", "not a valid S3 bucket name"]),
     case("bucket-like-ip", "--set storage.bucket=10.0.0.1 config", USAGE, ["storage.bucket", "IP address"]),
     case("invalid-database", ["--set", "postgres.database=drop table", "config"], USAGE, ["postgres.database", "not a valid database name"]),
-    case("invalid-project", ["--project", "Bad Name", "config"], USAGE, ["'Bad Name' is not a valid project name", "lowercase"]),
+    case("invalid-project", ["--project", "Bad Name", "config"], USAGE, ["'Bad Name' is not a valid project name", "lowercase", "from --project"]),
     case("unknown-storage-engine", "--set storage.engine=ceph config", USAGE, ["storage.engine must be one of", "'minio'", "'ceph'"]),
     case("empty-image", "--set postgres.image= config", USAGE, ["postgres.image", "must not be empty"]),
     case("bind-not-an-ip", "--set bind=localhost config", USAGE, ["bind", "not an IP address", "127.0.0.1"]),
