@@ -47,10 +47,7 @@ def _load(ctx: typer.Context) -> Any:
     from mlstack.config import load_config
 
     opts = _options(ctx)
-    sets = list(opts.sets)
-    if opts.project:
-        sets.append(f"project={opts.project}")
-    return load_config(opts.config, sets=sets)
+    return load_config(opts.config, sets=opts.sets, project=opts.project)
 
 
 def _engine() -> Any:
@@ -106,6 +103,7 @@ def up(
     from mlstack import cli_output as out
     from mlstack.stack import Stack
     from mlstack.stack import up as stack_up
+    from mlstack.state import ProjectState
 
     if pull not in ("always", "missing", "never"):
         raise UsageError(
@@ -113,12 +111,14 @@ def up(
         )
     if timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout}", "e.g. --timeout 300")
-    loaded = _load(ctx)
+    config = _load(ctx).config
     engine = _engine()
-    stack = Stack.open(loaded.config, create_secrets=True)
-    assert stack is not None
-    with stack.state.lock("up"), out.UpProgress(enabled=not json_) as progress:
-        result = stack_up(stack, engine, pull=pull, timeout=timeout, report=progress.report)  # type: ignore[arg-type]
+    with ProjectState.for_project(config.project).lock("up"):
+        # New secrets are stored only once the preflight passed: a refused `up` leaves no state.
+        stack = Stack.open(config, create_secrets=True, save=False)
+        assert stack is not None
+        with out.UpProgress(enabled=not json_) as progress:
+            result = stack_up(stack, engine, pull=pull, timeout=timeout, report=progress.report)  # type: ignore[arg-type]
     out.print_up(result, as_json=json_)
 
 
@@ -380,12 +380,20 @@ def render(
     print(f"wrote {compose} and {env_file}", file=sys.stderr)
 
 
+def error_line(message: str, hint: str = "") -> str:
+    """One line: what is wrong and how to fix it (a line is what survives `2>&1 | tail -1`)."""
+    text = " ".join(message.split())
+    if hint:
+        text += (
+            (" " if text.endswith(("?", ".", "!")) else "; ") + "hint: " + " ".join(hint.split())
+        )
+    return f"error: {text}"
+
+
 def _print_error(error: MlstackError) -> None:
-    print(f"error: {error.message}", file=sys.stderr)
-    if error.details:
+    if error.details:  # context first (a log tail), so the error stays the last line
         print(error.details, file=sys.stderr)
-    if error.hint:
-        print(f"hint: {error.hint}", file=sys.stderr)
+    print(error_line(error.message, error.hint), file=sys.stderr)
 
 
 def _interrupted() -> int:
@@ -407,8 +415,9 @@ def run(argv: list[str] | None = None) -> int:
         return _interrupted()
     except typer.TyperException as e:  # usage errors found while parsing
         message = e.format_message() if hasattr(e, "format_message") else str(e)
-        print(f"error: {message}", file=sys.stderr)
-        print("hint: see `mlstack --help` or `mlstack COMMAND --help`", file=sys.stderr)
+        print(
+            error_line(message, "see `mlstack --help` or `mlstack COMMAND --help`"), file=sys.stderr
+        )
         return int(ExitCode.USAGE)
     except MlstackError as e:
         _print_error(e)
@@ -418,8 +427,13 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: say so plainly, traceback only when asked
         if debug:
             traceback.print_exc()
-        print(f"error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
-        print("hint: rerun with --debug for the traceback and report it", file=sys.stderr)
+        print(
+            error_line(
+                f"unexpected {type(e).__name__}: {e}",
+                "rerun with --debug for the traceback and report it",
+            ),
+            file=sys.stderr,
+        )
         return int(ExitCode.INTERNAL)
 
 

@@ -397,10 +397,9 @@ def _explain(error: ValidationError, origins: Mapping[str, str]) -> ConfigError:
             messages.append(f"{loc}: {err['msg']}, got {value!r}{where}")
     first, rest = messages[0], messages[1:]
     return ConfigError(
-        first,
+        first + "".join(f"; also: {m}" for m in rest),
         "fix the key in mlstack.yaml, the MLSTACK_* variable or the --set flag named above; "
         "`mlstack config` shows the effective values",
-        details="\n".join(f"also: {m}" for m in rest),
     )
 
 
@@ -419,8 +418,12 @@ def load_config(
     env: Mapping[str, str] | None = None,
     sets: Sequence[str] = (),
     cwd: Path | None = None,
+    project: str | None = None,
 ) -> LoadedConfig:
-    """Build the effective config from every source; raises only ConfigError."""
+    """Build the effective config from every source; raises only ConfigError.
+
+    `project` is the --project flag: it wins over everything, like a --set.
+    """
     env = os.environ if env is None else env
     cwd = Path.cwd() if cwd is None else cwd
     if path is None:
@@ -429,6 +432,8 @@ def load_config(
     origins = dict.fromkeys(_flatten(file_data), path.name) if path is not None else {}
     env_data, env_origins = _env_overrides(env)
     flag_data, flag_origins = _flag_overrides(sets)
+    if project is not None:
+        flag_data["project"], flag_origins["project"] = project, "--project"
     merged = _deep_merge(_deep_merge(file_data, env_data), flag_data)
     origins = {**origins, **env_origins, **flag_origins}
     try:

@@ -83,14 +83,25 @@ def _docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
+def _user() -> str:
+    import pwd
+
+    uid = os.getuid()
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _unreachable(error: BaseException) -> MlstackError:
     text = str(error)
     host = _docker_host()
     if isinstance(error, PermissionError) or "Permission denied" in text:
         return EngineUnavailable(
-            f"permission denied on the Docker engine at {host}",
-            "add your user to the docker group (sudo usermod -aG docker $USER, then log in "
-            "again), or run with a DOCKER_HOST you may use",
+            f"permission denied on the Docker engine at {host}: user {_user()} may not use it",
+            "add the user to the docker group (sudo usermod -aG docker $USER, then log in "
+            "again), use rootless Docker (DOCKER_HOST=unix://$XDG_RUNTIME_DIR/docker.sock), "
+            "or run mlstack with sudo",
         )
     return EngineUnavailable(
         f"the Docker engine is not reachable at {host}",

@@ -1,6 +1,6 @@
 """Every failure mlstack reports, with the hint that fixes it and its exit code, in one place.
 
-The CLI catches `MlstackError` at the top and prints `error: <message>` and `hint: <hint>`;
+The CLI catches `MlstackError` at the top and prints one line, `error: <message>; hint: <hint>`;
 anything else is a bug and exits 1 (with the traceback only under --debug).
 """
 
@@ -37,7 +37,7 @@ class MlstackError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
-        self.details = details  # extra lines (e.g. a log tail), printed below the message
+        self.details = details  # extra lines (e.g. a log tail), printed above the error line
         self.service = service  # the service at fault, when there is one
 
     def __str__(self) -> str:

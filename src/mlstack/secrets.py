@@ -85,11 +85,7 @@ def load(state: ProjectState) -> StackSecrets | None:
     return StackSecrets(**{n: values[n] for n in names})
 
 
-def ensure(state: ProjectState) -> tuple[StackSecrets, bool]:
-    """Load the project's secrets, generating and storing them on first use; (secrets, created)."""
-    existing = load(state)
-    if existing is not None:
-        return existing, False
-    fresh = StackSecrets.generate()
-    write_private(state.secrets_file, dump(fresh))
-    return fresh, True
+def save(state: ProjectState, secrets_: StackSecrets) -> None:
+    """Store the project's secrets with mode 0600."""
+    state.ensure()
+    write_private(state.secrets_file, dump(secrets_))

@@ -24,6 +24,7 @@ from mlstack.errors import (
     ImageUnavailable,
     MlstackError,
     NotRunning,
+    StateError,
     UsageError,
 )
 from mlstack.health import (
@@ -83,21 +84,30 @@ class Stack:
     secrets_created: bool = False
 
     @classmethod
-    def open(cls, config: StackConfig, *, create_secrets: bool = False) -> Stack | None:
-        """The stack for `config`; None when it has never been brought up (no secrets yet)."""
+    def open(
+        cls, config: StackConfig, *, create_secrets: bool = False, save: bool = True
+    ) -> Stack | None:
+        """The stack for `config`; None when it has never been brought up (no secrets yet).
+
+        With `create_secrets`, missing secrets are generated, and stored unless `save` is False:
+        `up` stores them only once its preflight passed, so a refused `up` leaves no state.
+        """
         state = ProjectState.for_project(config.project)
-        created = False
-        if create_secrets:
-            state.ensure()
-            creds, created = secrets_store.ensure(state)
-        else:
-            loaded = secrets_store.load(state)
-            if loaded is None:
-                return None
-            creds = loaded
+        loaded = secrets_store.load(state)
+        if loaded is None and not create_secrets:
+            return None
+        creds = loaded if loaded is not None else StackSecrets.generate()
         compose = render_compose(config)
         spec = from_compose(compose, creds.as_env())
-        return cls(config, state, creds, spec, compose, created)
+        stack = cls(config, state, creds, spec, compose, secrets_created=loaded is None)
+        if save:
+            stack.save_secrets()
+        return stack
+
+    def save_secrets(self) -> None:
+        """Store freshly generated secrets (mode 0600); never overwrites stored ones."""
+        if self.secrets_created and not self.state.secrets_file.exists():
+            secrets_store.save(self.state, self.secrets)
 
     def service(self, name: str) -> ServiceSpec:
         return self.spec.services[name]
@@ -240,18 +250,24 @@ def _check_names(engine: Engine, stack: Stack) -> dict[str, ContainerInfo]:
 def _ensure_images(engine: Engine, stack: Stack, policy: PullPolicy, report: Reporter) -> None:
     images = list(dict.fromkeys(s.image for s in stack.spec.services.values()))
     for image in images:
+        # The service names are the config's sections: postgres.image, storage.image, ...
+        key = next(f"{k}.image" for k, s in stack.spec.services.items() if s.image == image)
         present = engine.image_present(image)
         if policy == "never" and not present:
-            key = next(k for k, s in stack.spec.services.items() if s.image == image)
-            section = "storage" if key == "storage" else key
             raise ImageUnavailable(
                 f"image {image} is not on this machine and --pull never forbids pulling it",
-                f"pull or build it first, use --pull missing, or set {section}.image to an "
-                "image you have",
+                f"pull or build it first, use --pull missing, or set {key} to an image you have",
             )
         if policy == "always" or not present:
             report(Event("step", message=f"pulling {image}"))
-            engine.pull(image, lambda p: report(Event("pull", pull=p)))
+            try:
+                engine.pull(image, lambda p: report(Event("pull", pull=p)))
+            except ImageUnavailable as e:
+                e.hint = (
+                    "check the image name, your network and registry login (docker login), "
+                    f"or set {key} to an image you have (a local or mirrored one)"
+                )
+                raise
 
 
 def _prepare(
@@ -304,6 +320,13 @@ def _with_log_tail(error: MlstackError, engine: Engine, stack: Stack) -> Mlstack
     return error
 
 
+def _remove_containers(engine: Engine, stack: Stack, services: Sequence[str]) -> None:
+    for name in services:
+        container = stack.service(name).container_name
+        engine.stop(container, STOP_GRACE.get(name, 10.0))
+        engine.remove(container)
+
+
 def up(
     stack: Stack,
     engine: Engine,
@@ -326,11 +349,11 @@ def up(
     held = [port for info in current.values() for binds in info.ports.values() for _, port in binds]
     check_ports(config.bind, config.published_ports(), held)
     _ensure_images(engine, stack, pull, report)
-    write_rendered(stack.state.root, config, stack.secrets, compose=stack.compose)
+    stack.save_secrets()
 
     # 2. Network and volumes.
     report(Event("step", message="network and volumes"))
-    engine.ensure_network(stack.spec.network, stack.spec.labels)
+    network_created = engine.ensure_network(stack.spec.network, stack.spec.labels)
     for volume in stack.spec.volume_names():
         engine.ensure_volume(volume, stack.spec.labels)
 
@@ -343,6 +366,7 @@ def up(
     def on_ready(service: str, seconds: float) -> None:
         report(Event("ready", service=service, seconds=seconds))
 
+    prepared: dict[str, tuple[Action, int, bool]] = {}
     try:
         with ThreadPoolExecutor(max_workers=len(stack.spec.services)) as pool:
             names = list(stack.spec.services)
@@ -383,8 +407,19 @@ def up(
                     )
                     client = s3_client(c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY)
                     bucket_created = ensure_bucket(client, c.storage.bucket)
+    except StateError:
+        # The volumes hold other credentials: nothing this `up` created can work with them.
+        # Remove it, so restoring the secrets (or `down --purge`) is all that is left to do.
+        created = [n for n, (action, _, _) in prepared.items() if action is not Action.KEPT]
+        _remove_containers(engine, stack, created)
+        if network_created:
+            engine.remove_network(stack.spec.network)
+        raise
     except MlstackError as e:
         raise _with_log_tail(e, engine, stack) from None
+    # What runs, for reference and plain compose; only now: a failed `up` (say, on volumes from
+    # other credentials) must not overwrite the last record of the credentials that work.
+    write_rendered(stack.state.root, config, stack.secrets, compose=stack.compose)
 
     urls = stack.urls()
     services = [

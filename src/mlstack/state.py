@@ -10,7 +10,7 @@ import errno
 import fcntl
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,25 +57,50 @@ class ProjectState:
 
     @contextmanager
     def lock(self, command: str) -> Iterator[None]:
-        """Hold the project's lock, or refuse at once: two `up` must never race on one project."""
-        self.ensure()
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        """Hold the project's lock, or refuse at once: two `up` must never race on one project.
+
+        The lock file exists only while a command runs, and a project directory made only for
+        it goes with it: a command refused on a project leaves its state as it found it.
+        """
+        fresh = not self.root.exists()
+        fd = self._acquire(command)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another mlstack"
-                raise StackBusy(
-                    f"project {self.root.name!r} is busy: {holder} is running",
-                    "wait for it to finish, or stop it (Ctrl-C) and run the command again",
-                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"`mlstack {command}` (pid {os.getpid()})".encode(), 0)
             yield
         finally:
+            # Unlinked while still held: whoever opened it meanwhile finds it stale (_acquire).
+            self.lock_file.unlink(missing_ok=True)
+            if fresh:
+                with suppress(OSError):  # not empty: another command has made files since
+                    self.root.rmdir()
             os.close(fd)
+
+    def _acquire(self, command: str) -> int:
+        while True:
+            self.ensure()
+            try:
+                fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:  # the directory was removed after ensure(): again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                raise StackBusy(
+                    f"project {self.root.name!r} is busy: {holder or 'another mlstack'} is running",
+                    "wait for it to finish, or stop it (Ctrl-C) and run the command again",
+                ) from None
+            try:
+                current = os.stat(self.lock_file).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current == os.fstat(fd).st_ino:
+                return fd
+            os.close(fd)  # the holder removed this file as we opened it: take the new one
 
 
 def write_private(path: Path, text: str) -> None:

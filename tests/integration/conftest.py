@@ -25,6 +25,7 @@ from mlstack.secrets import StackSecrets
 from mlstack.secrets import load as load_secrets
 from mlstack.services import LABEL_PROJECT
 from mlstack.state import ProjectState
+from tests.secret_scan import assert_no_secrets, secret_values
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_FILES = {
@@ -111,11 +112,22 @@ class Project:
         assert found is not None
         return found
 
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / self.name / "secrets.env"
+
     def cli(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-        """Run `mlstack -c <this project's file> ARGS` in-process; (exit code, stdout, stderr)."""
+        """Run `mlstack -c <this project's file> ARGS` in-process; (exit code, stdout, stderr).
+
+        Fails when the output holds one of the project's secrets (those it had before the
+        call and after it) and ARGS lack --show-secrets.
+        """
         capsys.readouterr()
+        before = secret_values(self.secrets_file)
         code = run(["-c", str(self.config_path), *args])
         captured = capsys.readouterr()
+        values = before | secret_values(self.secrets_file)
+        assert_no_secrets(args, values, captured.out, captured.err)
         return code, captured.out, captured.err
 
     def leftovers(self) -> dict[str, list[str]]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
 import pytest
 
-from mlstack.engine import Engine
 from mlstack.errors import ExitCode
 
 from .conftest import Project
@@ -25,6 +23,12 @@ def test_running_stack(seaweed_project: Project, capsys: pytest.CaptureFixture[s
     config = project.config
     code, _, err = project.cli(capsys, "up")
     assert code == 0, err
+    state = project.state_dir / project.name
+    assert {p.name: p.stat().st_mode & 0o777 for p in state.iterdir()} == {
+        "secrets.env": 0o600,
+        ".env": 0o600,
+        "docker-compose.yml": 0o644,
+    }
 
     # up on a healthy stack changes nothing
     code, out, err = project.cli(capsys, "up", "--json")
@@ -56,14 +60,12 @@ def test_running_stack(seaweed_project: Project, capsys: pytest.CaptureFixture[s
     with urllib.request.urlopen(api, timeout=10) as r:
         assert r.status == 200
 
-    # logs: a service's lines, never a secret
+    # logs: a service's lines, never a secret (project.cli scans every output for them)
     code, out, err = project.cli(capsys, "logs", "postgres", "--tail", "20")
     assert code == 0, err
     assert out.strip()
     code, out, _ = project.cli(capsys, "logs", "--tail", "5")
     assert code == 0 and "mlflow  | " in out
-    for secret in project.secrets.values():
-        assert secret not in out
 
     # a config change recreates only the service it touches; the data stays
     project.write_config(
@@ -94,58 +96,6 @@ def test_running_stack(seaweed_project: Project, capsys: pytest.CaptureFixture[s
     assert code == 0
 
 
-def test_port_in_use_is_found_before_anything_is_created(
-    seaweed_project: Project, capsys: pytest.CaptureFixture[str]
-) -> None:
-    project = seaweed_project
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", project.config.postgres.port))
-        blocker.listen()
-        code, _, err = project.cli(capsys, "up")
-    assert code == ExitCode.CONFLICT
-    assert (
-        f"port {project.config.postgres.port} on 127.0.0.1 is already in use (postgres.port)" in err
-    )
-    assert "--set postgres.port=" in err
-    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
-
-
-def test_image_absent_with_pull_never(
-    seaweed_project: Project, capsys: pytest.CaptureFixture[str]
-) -> None:
-    project = seaweed_project
-    project.write_config(mlflow={"image": "mlstack-offline/not-built:1"})
-    code, _, err = project.cli(capsys, "up", "--pull", "never")
-    assert code == ExitCode.IMAGE
-    assert "mlstack-offline/not-built:1 is not on this machine" in err
-    assert "mlflow.image" in err
-    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
-
-
-def test_pull_that_fails(seaweed_project: Project, capsys: pytest.CaptureFixture[str]) -> None:
-    project = seaweed_project
-    project.write_config(postgres={"image": "mlstack-offline/not-built:1"})
-    code, _, err = project.cli(capsys, "up")
-    assert code == ExitCode.IMAGE
-    assert "pulling mlstack-offline/not-built:1 failed" in err
-    assert "Traceback" not in err
-    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
-
-
-def test_foreign_container_with_our_name_is_refused(
-    seaweed_project: Project, engine: Engine, capsys: pytest.CaptureFixture[str]
-) -> None:
-    project = seaweed_project
-    name = f"{project.name}-postgres"
-    engine._api.create_container("mlstack-offline/postgres:15", name=name, command=["true"])
-    try:
-        code, _, err = project.cli(capsys, "up")
-        assert code == ExitCode.CONFLICT
-        assert f"a container named {name} exists and is not part of mlstack project" in err
-    finally:
-        engine.remove(name)
-
-
 def test_a_service_that_exits_fails_fast_with_its_log(
     seaweed_project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -156,19 +106,4 @@ def test_a_service_that_exits_fails_fast_with_its_log(
     assert code == ExitCode.UNHEALTHY, err
     assert "error: mlflow stopped while starting" in err
     assert "last log lines of mlflow:" in err
-    assert "hint: read its log: mlstack logs mlflow" in err
-
-
-def test_volume_from_other_credentials_is_explained(
-    seaweed_project: Project, capsys: pytest.CaptureFixture[str]
-) -> None:
-    project = seaweed_project
-    assert project.cli(capsys, "up")[0] == 0
-    assert project.cli(capsys, "down")[0] == 0
-    # the secrets are lost, the volumes are not
-    (project.state_dir / project.name / "secrets.env").unlink()
-    code, _, err = project.cli(capsys, "up")
-    assert code == ExitCode.STATE, err
-    assert "PostgreSQL rejected the stack's password" in err
-    assert "down --purge" in err
-    assert "Traceback" not in err
+    assert err.splitlines()[-1].endswith("; hint: read its log: mlstack logs mlflow")

@@ -239,8 +239,10 @@ def test_demo_without_scikit_learn_says_what_to_install(
     monkeypatch.setattr(Engine, "connect", no_engine)
     code, out, err = cli(capsys, "demo")
     assert code == ExitCode.USAGE, err
-    assert err.splitlines()[0] == "error: `mlstack demo` needs scikit-learn, which is not installed"
-    assert "pip install 'mlstack-cli[demo]'" in err
+    assert err.splitlines() == [
+        "error: `mlstack demo` needs scikit-learn, which is not installed; "
+        "hint: install the demo extra: pip install 'mlstack-cli[demo]'"
+    ]
     assert out == "" and "Traceback" not in err
 
 
