@@ -106,6 +106,7 @@ def up(
     from mlstack import cli_output as out
     from mlstack.stack import Stack
     from mlstack.stack import up as stack_up
+    from mlstack.state import ProjectState
 
     if pull not in ("always", "missing", "never"):
         raise UsageError(
@@ -115,10 +116,12 @@ def up(
         raise UsageError(f"--timeout must be positive, got {timeout}", "e.g. --timeout 300")
     loaded = _load(ctx)
     engine = _engine()
-    stack = Stack.open(loaded.config, create_secrets=True)
-    assert stack is not None
-    with stack.state.lock("up"), out.UpProgress(enabled=not json_) as progress:
-        result = stack_up(stack, engine, pull=pull, timeout=timeout, report=progress.report)  # type: ignore[arg-type]
+    # Secrets are created (or gain new keys) under the lock: two `up` never write them at once.
+    with ProjectState.for_project(loaded.config.project).lock("up"):
+        stack = Stack.open(loaded.config, create_secrets=True)
+        assert stack is not None
+        with out.UpProgress(enabled=not json_) as progress:
+            result = stack_up(stack, engine, pull=pull, timeout=timeout, report=progress.report)  # type: ignore[arg-type]
     out.print_up(result, as_json=json_)
 
 
@@ -225,11 +228,14 @@ def env(
             f"--format {format_!r} is not one of sh, dotenv, json", "e.g. --format dotenv"
         )
     config = _load(ctx).config
-    creds = secrets_store.load(ProjectState.for_project(config.project)) if s3 else None
+    needs_secrets = s3 or config.auth
+    creds = secrets_store.load(ProjectState.for_project(config.project)) if needs_secrets else None
     result = client_env(config, creds, s3=s3, show_secrets=show_secrets)
     sys.stdout.write(result.format(format_))
     if result.hidden:
-        print(f"# {', '.join(result.hidden)} hidden: add --show-secrets", file=sys.stderr)
+        # With --show-secrets they are missing only before an `up` has made them.
+        how = "run `mlstack up` first" if show_secrets else "add --show-secrets to include them"
+        print(f"# credentials hidden ({', '.join(result.hidden)}): {how}", file=sys.stderr)
 
 
 @app.command()

@@ -34,6 +34,7 @@ from mlstack.health import (
     ProbeResult,
     S3Probe,
     answering,
+    basic_auth_header,
     run_probe,
     run_probes,
     s3_client,
@@ -41,7 +42,7 @@ from mlstack.health import (
 )
 from mlstack.preflight import check_ports
 from mlstack.provision import ensure_bucket, ensure_database
-from mlstack.render import MLFLOW_CONTAINER_PORT, render_compose, write_rendered
+from mlstack.render import api_check, render_compose, write_rendered
 from mlstack.secrets import StackSecrets
 from mlstack.services import LABEL_PROJECT, START_TIERS, ServiceSpec, StackSpec, from_compose
 from mlstack.state import ProjectState
@@ -115,7 +116,7 @@ class Stack:
                 c.postgres.database,
             ),
             "storage": S3Probe("storage", c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY),
-            "mlflow": MlflowProbe("mlflow", c.tracking_uri),
+            "mlflow": MlflowProbe("mlflow", c.tracking_uri, headers=self.mlflow_headers()),
         }
         if engine is not None:
             from_host, container = probes["mlflow"], self.service("mlflow").container_name
@@ -125,12 +126,20 @@ class Stack:
                 info = engine.inspect(container)
                 if info is not None and info.health == "healthy":
                     return  # Docker's healthcheck made this same in-network call moments ago
-                code, output = engine.exec(container, _in_network_check())
+                code, output = engine.exec(container, _in_network_check(self.config.auth))
                 if code != 0:
                     raise RuntimeError(f"in-network API call failed: {output.strip()[-200:]}")
 
             probes["mlflow"] = CallableProbe("mlflow", host_and_network)
         return probes
+
+    def mlflow_headers(self) -> dict[str, str]:
+        """What an API call to MLflow sends: the admin's basic-auth header when auth is on."""
+        if not self.config.auth:
+            return {}
+        return basic_auth_header(
+            self.secrets.MLFLOW_AUTH_ADMIN_USERNAME, self.secrets.MLFLOW_AUTH_ADMIN_PASSWORD
+        )
 
     def scrub(self, text: str) -> str:
         """`text` with every secret value masked: logs may echo credentials."""
@@ -147,14 +156,8 @@ class Stack:
         }
 
 
-def _in_network_check() -> list[str]:
-    url = f"http://mlflow:{MLFLOW_CONTAINER_PORT}/api/2.0/mlflow/experiments/search?max_results=1"
-    return [
-        "python",
-        "-S",
-        "-c",
-        f"import urllib.request as u; u.urlopen({url!r}, timeout=5).read()",
-    ]
+def _in_network_check(auth: bool) -> list[str]:
+    return ["python", "-S", "-c", api_check(5, auth=auth)]
 
 
 def require_running(config: StackConfig, engine: Engine, command: str) -> Stack:
@@ -174,7 +177,7 @@ def require_running(config: StackConfig, engine: Engine, command: str) -> Stack:
             f"the stack {config.project!r} is not running: `mlstack {command}` needs it",
             "start it with `mlstack up`",
         )
-    probe = run_probe(MlflowProbe("mlflow", config.tracking_uri))
+    probe = run_probe(MlflowProbe("mlflow", config.tracking_uri, headers=stack.mlflow_headers()))
     if not probe.ok:
         raise NotRunning(
             f"the tracking server of stack {config.project!r} does not answer at "
@@ -293,15 +296,46 @@ def _exited_check(
     return exited
 
 
+def log_hint(service: str, log: str) -> str | None:
+    """A fix for a failure that the service's log tells apart, or None."""
+    if service == "mlflow" and "flask_wtf" in log:
+        return (
+            "the MLflow image lacks Flask-WTF, which `auth: true` (MLflow's basic-auth app) "
+            "needs: use an image with mlflow[auth] installed (the official -full image, or "
+            "`pip install 'mlflow[auth]'` in yours) as mlflow.image, or set auth: false"
+        )
+    return None
+
+
 def _with_log_tail(error: MlstackError, engine: Engine, stack: Stack) -> MlstackError:
     if error.service is not None and error.service in stack.spec.services:
-        tail = engine.log_tail(stack.service(error.service).container_name, 15)
-        if tail:
-            tail = stack.scrub(tail)
+        # A few more lines than shown: a traceback's cause is at its end, its module names above.
+        log = engine.log_tail(stack.service(error.service).container_name, 40)
+        if log:
+            hint = log_hint(error.service, log)
+            if hint:
+                error.hint = hint
+            tail = stack.scrub("\n".join(log.splitlines()[-15:]))
             error.details = "\n".join(
                 filter(None, [error.details, f"last log lines of {error.service}:", tail])
             )
     return error
+
+
+def exposed_warning(config: StackConfig) -> str:
+    """What `up` says when the ports are published beyond this machine."""
+    text = (
+        f"ports are published on {config.bind}: anyone who can reach this machine can reach "
+        "the stack (MLflow, and PostgreSQL and S3 behind their passwords)"
+    )
+    if config.auth:
+        return (
+            text + "; MLflow asks for a login (auth: true); keep bind: 127.0.0.1 unless you need it"
+        )
+    return (
+        text + "; MLflow has no login: set auth: true (MLflow's basic auth), and keep "
+        "bind: 127.0.0.1 unless you need it"
+    )
 
 
 def up(
@@ -317,10 +351,7 @@ def up(
     config = stack.config
     warnings: list[str] = []
     if config.exposed:
-        warnings.append(
-            f"ports are published on {config.bind}: anyone who can reach this machine can use "
-            "the stack; keep bind: 127.0.0.1 unless you need it, and put authentication in front"
-        )
+        warnings.append(exposed_warning(config))
     # 1. Preflight: nothing is created before these pass.
     current = _check_names(engine, stack)
     held = [port for info in current.values() for binds in info.ports.values() for _, port in binds]
@@ -374,13 +405,14 @@ def up(
                     # 4. Provision before MLflow starts: it migrates its schema into the database.
                     report(Event("step", message="database and bucket"))
                     s, c = stack.secrets, config
-                    database_created = ensure_database(
-                        c.client_host,
-                        c.postgres.port,
-                        s.POSTGRES_USER,
-                        s.POSTGRES_PASSWORD,
-                        c.postgres.database,
-                    )
+                    databases = [c.postgres.database] + ([c.auth_database] if c.auth else [])
+                    created = [
+                        ensure_database(
+                            c.client_host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, db
+                        )
+                        for db in databases
+                    ]
+                    database_created = created[0]
                     client = s3_client(c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY)
                     bucket_created = ensure_bucket(client, c.storage.bucket)
     except MlstackError as e:

@@ -46,7 +46,7 @@ def test_env_hides_keys_without_show_secrets(capsys: pytest.CaptureFixture[str])
     capsys.readouterr()
     code, out, err = cli(capsys, "env", "--s3")
     assert code == 0
-    assert "AWS_SECRET_ACCESS_KEY" not in out and "hidden: add --show-secrets" in err
+    assert "AWS_SECRET_ACCESS_KEY" not in out and "add --show-secrets" in err
     code, out, _ = cli(capsys, "env", "--s3", "--show-secrets", "--format", "json")
     values = json.loads(out)
     assert len(values["AWS_SECRET_ACCESS_KEY"]) >= 24
