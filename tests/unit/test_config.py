@@ -99,6 +99,7 @@ def test_explicit_image_wins_over_engine_default() -> None:
         ("bind: localhost\n", r"not an IP address"),
         ("storage: 5\n", r"storage must be a mapping"),
         ("mlflow:\n  workers: 0\n", r"mlflow.workers must be between 1 and 16"),
+        ("auth: maybe\n", r"auth must be true or false, got 'maybe'"),
     ],
 )
 def test_bad_config_is_explained(tmp_path: Path, text: str, expected: str) -> None:
@@ -156,6 +157,7 @@ def test_valid_keys_cover_the_contract() -> None:
     assert {
         "project",
         "bind",
+        "auth",
         "storage.engine",
         "storage.image",
         "storage.port",
@@ -206,3 +208,18 @@ def test_any_text_loads_or_raises_config_error(
         load_config(path, env={})
     except ConfigError:
         pass
+
+
+def test_auth_is_off_by_default_and_set_by_file_env_or_flag(tmp_path: Path) -> None:
+    assert load_config(env={}).config.auth is False
+    assert load_config(write(tmp_path, "auth: true\n"), env={}).config.auth is True
+    loaded = load_config(env={"MLSTACK_AUTH": "true"})
+    assert loaded.config.auth is True and loaded.origins["auth"] == "MLSTACK_AUTH"
+    assert load_config(env={"MLSTACK_AUTH": "true"}, sets=["auth=false"]).config.auth is False
+    assert load_config(env={}, sets=["auth=true"]).config.auth is True
+
+
+def test_auth_database_sits_beside_the_tracking_database() -> None:
+    assert StackConfig().auth_database == "mlflow_auth"
+    long = load_config(env={}, sets=["postgres.database=" + "d" * 63]).config
+    assert len(long.auth_database) == 63 and long.auth_database.endswith("_auth")
