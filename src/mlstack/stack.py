@@ -298,7 +298,9 @@ def _exited_check(
 
 def log_hint(service: str, log: str) -> str | None:
     """A fix for a failure that the service's log tells apart, or None."""
-    if service == "mlflow" and "flask_wtf" in log:
+    lowered = log.lower()
+    # MLflow 3.17 says "requires the Flask-WTF package"; older ones fail on `import flask_wtf`.
+    if service == "mlflow" and ("flask_wtf" in lowered or "flask-wtf" in lowered):
         return (
             "the MLflow image lacks Flask-WTF, which `auth: true` (MLflow's basic-auth app) "
             "needs: use an image with mlflow[auth] installed (the official -full image, or "

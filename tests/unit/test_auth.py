@@ -139,5 +139,13 @@ def test_missing_flask_wtf_gets_a_hint() -> None:
     )
     hint = log_hint("mlflow", log)
     assert hint is not None and "mlflow[auth]" in hint and "mlflow.image" in hint
+    # MLflow 3.17.2's own words, as its log ends in an image without Flask-WTF
+    newer = (
+        '  File "/opt/mlflow/lib/python3.11/site-packages/mlflow/server/auth/__init__.py", '
+        "line 489, in <module>\n    raise ImportError(\n"
+        "ImportError: The MLflow basic auth app requires the Flask-WTF package to perform CSRF "
+        "validation. Please run `pip install mlflow[auth]` to install it.\n"
+    )
+    assert log_hint("mlflow", newer) == hint
     assert log_hint("mlflow", "ModuleNotFoundError: No module named 'psycopg2'") is None
     assert log_hint("postgres", log) is None
