@@ -43,7 +43,7 @@ from mlstack.health import (
 from mlstack.preflight import check_ports
 from mlstack.provision import ensure_bucket, ensure_database
 from mlstack.render import api_check, render_compose, write_rendered
-from mlstack.secrets import StackSecrets
+from mlstack.secrets import AUTH_KEYS, StackSecrets
 from mlstack.services import LABEL_PROJECT, START_TIERS, ServiceSpec, StackSpec, from_compose
 from mlstack.state import ProjectState
 
@@ -97,7 +97,13 @@ class Stack:
                 return None
             creds = loaded
         compose = render_compose(config)
-        spec = from_compose(compose, creds.as_env())
+        variables = creds.as_env()
+        if not creds.has_auth:
+            # A secrets file from before auth existed: the next `up` adds the login. Until then
+            # the reading commands render with stand-ins (`status` then shows MLflow's config
+            # as changed, which it is).
+            variables.update({k: "not-made-until-up" for k in AUTH_KEYS if not variables[k]})
+        spec = from_compose(compose, variables)
         return cls(config, state, creds, spec, compose, created)
 
     def service(self, name: str) -> ServiceSpec:
@@ -135,7 +141,7 @@ class Stack:
 
     def mlflow_headers(self) -> dict[str, str]:
         """What an API call to MLflow sends: the admin's basic-auth header when auth is on."""
-        if not self.config.auth:
+        if not self.config.auth or not self.secrets.has_auth:
             return {}
         return basic_auth_header(
             self.secrets.MLFLOW_AUTH_ADMIN_USERNAME, self.secrets.MLFLOW_AUTH_ADMIN_PASSWORD

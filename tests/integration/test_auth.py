@@ -18,7 +18,7 @@ import yaml
 
 from mlstack.health import basic_auth_header
 
-from .conftest import Project
+from .conftest import Project, free_ports
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=5"
 
@@ -93,7 +93,7 @@ def auth_tables(project: Project) -> list[str]:
 
 
 def test_stack_with_auth(
-    seaweed_project: Project, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    seaweed_project: Project, capsys: pytest.CaptureFixture[str], tmp_path: Path, mlflow_env: None
 ) -> None:
     project = seaweed_project
     project.write_config(auth=True)
@@ -143,6 +143,27 @@ def test_stack_with_auth(
     assert code == 0, out
     assert json.loads(out)["overall"] == "healthy"
     code, out, err = project.cli(capsys, "status")
+    outputs += [out, err]
+
+    # `demo` and `serve` log in themselves; the model server downloads the model with the login.
+    code, out, err = project.cli(capsys, "demo", "--runs", "1", "--json")
+    outputs += [out, err]
+    assert code == 0, err
+    port = free_ports(1)[0]
+    code, out, err = project.cli(
+        capsys, "serve", "models:/mlstack-demo@champion", "--port", str(port), "--json"
+    )
+    outputs += [out, err]
+    assert code == 0, err
+    served = json.loads(out)
+    request = urllib.request.Request(
+        served["url"] + "/invocations",
+        data=json.dumps(served["payload"]).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert len(json.loads(response.read())["predictions"]) >= 1
+    code, out, err = project.cli(capsys, "logs", "serve-mlstack-demo")
     outputs += [out, err]
     code, out, err = project.cli(capsys, "logs", "mlflow")
     outputs += [out, err]

@@ -149,3 +149,13 @@ def test_missing_flask_wtf_gets_a_hint() -> None:
     assert log_hint("mlflow", newer) == hint
     assert log_hint("mlflow", "ModuleNotFoundError: No module named 'psycopg2'") is None
     assert log_hint("postgres", log) is None
+
+
+def test_reading_commands_work_with_an_old_file_and_auth_on(isolated_state: Path) -> None:
+    """`auth: true` set, no `up` since: status, logs, demo and serve still open the stack."""
+    write_old_file(ProjectState.for_project("mlstack"))
+    stack = Stack.open(StackConfig(auth=True))
+    assert stack is not None and not stack.secrets.has_auth
+    assert stack.mlflow_headers() == {}
+    assert "--app-name" in " ".join(stack.service("mlflow").command or ())
+    assert ProjectState.for_project("mlstack").secrets_file.read_text() == OLD_FILE
