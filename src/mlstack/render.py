@@ -52,9 +52,9 @@ def allowed_hosts(config: StackConfig) -> list[str]:
 
 
 # MLflow reads its basic-auth settings from an ini file only (the admin login may also come from
-# MLFLOW_AUTH_ADMIN_*). The command writes this file in the container before the server starts:
-# it holds no secret (the password for the auth database comes from PGPASSWORD, which libpq
-# reads), so nothing is mounted from the host and no secret is on the command line.
+# MLFLOW_AUTH_ADMIN_*). The command writes this file in the container before the server starts,
+# so nothing is mounted from the host and no secret is on the command line: the password for the
+# auth database comes from PGPASSWORD (libpq reads it), the admin login from the environment.
 AUTH_CONFIG_PATH = "/tmp/mlstack-basic-auth.ini"  # inside the container
 # A user without a grant on an experiment or model sees nothing of it: accounts the admin creates
 # start with no access and are given what they need (creators manage what they create).
@@ -88,13 +88,22 @@ def api_check(timeout: float, *, auth: bool) -> str:
     )
 
 
+# MLflow before 3.9 or so reads the admin login from the ini file only; the shell copies it in
+# from the environment when it writes the file (`$$` is compose's escape for a literal `$`), so
+# the command names the variables, never their values. MLflow 3.17 reads the variables itself.
+_ADMIN_LINES = (
+    '"admin_username = $$MLFLOW_AUTH_ADMIN_USERNAME"',
+    '"admin_password = $$MLFLOW_AUTH_ADMIN_PASSWORD"',
+)
+
+
 def mlflow_command(config: StackConfig) -> list[str]:
     server = _mlflow_server(config)
     if not config.auth:
         return server
-    write_ini = "printf '%s\\n' " + " ".join(shlex.quote(line) for line in auth_ini(config))
-    script = f"{write_ini} > {AUTH_CONFIG_PATH} && exec {shlex.join(server)}"
-    return ["sh", "-c", script]
+    lines = [shlex.quote(line) for line in auth_ini(config)] + list(_ADMIN_LINES)
+    write_ini = "umask 077 && printf '%s\\n' " + " ".join(lines) + f" > {AUTH_CONFIG_PATH}"
+    return ["sh", "-c", f"{write_ini} && exec {shlex.join(server)}"]
 
 
 def _mlflow_server(config: StackConfig) -> list[str]:

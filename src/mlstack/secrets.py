@@ -133,9 +133,13 @@ def ensure(state: ProjectState) -> tuple[StackSecrets, bool]:
         if existing.has_auth:
             return existing, False
         missing = {k: v for k, v in _auth_secrets().items() if not getattr(existing, k)}
-        upgraded = replace(existing, **missing)
-        write_private(state.secrets_file, dump(upgraded))
-        return upgraded, False
+        # Appended: every line already in the file stays exactly as it is.
+        text = state.secrets_file.read_text(encoding="utf-8")
+        text += ("" if text.endswith("\n") else "\n") + "".join(
+            f"{k}={v}\n" for k, v in missing.items()
+        )
+        write_private(state.secrets_file, text)
+        return replace(existing, **missing), False
     fresh = StackSecrets.generate()
     write_private(state.secrets_file, dump(fresh))
     return fresh, True
