@@ -20,7 +20,12 @@ def secret_values(secrets_file: Path) -> set[str]:
     values = set()
     for line in text.splitlines():
         key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#") and not key.strip().endswith("_USER") and value.strip():
+        if (
+            sep
+            and not key.startswith("#")
+            and not key.strip().endswith(("_USER", "_USERNAME"))
+            and value.strip()
+        ):
             values.add(value.strip())
     return values
 

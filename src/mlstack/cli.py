@@ -113,8 +113,9 @@ def up(
         raise UsageError(f"--timeout must be positive, got {timeout}", "e.g. --timeout 300")
     config = _load(ctx).config
     engine = _engine()
+    # Secrets are created (or gain new keys) under the lock: two `up` never write them at once,
+    # and they are stored only once the preflight passed: a refused `up` leaves no state.
     with ProjectState.for_project(config.project).lock("up"):
-        # New secrets are stored only once the preflight passed: a refused `up` leaves no state.
         stack = Stack.open(config, create_secrets=True, save=False)
         assert stack is not None
         with out.UpProgress(enabled=not json_) as progress:
@@ -230,11 +231,14 @@ def env(
             f"--format {format_!r} is not one of sh, dotenv, json", "e.g. --format dotenv"
         )
     config = _load(ctx).config
-    creds = secrets_store.load(ProjectState.for_project(config.project)) if s3 else None
+    needs_secrets = s3 or config.auth
+    creds = secrets_store.load(ProjectState.for_project(config.project)) if needs_secrets else None
     result = client_env(config, creds, s3=s3, show_secrets=show_secrets)
     sys.stdout.write(result.format(format_))
     if result.hidden:
-        print(f"# {', '.join(result.hidden)} hidden: add --show-secrets", file=sys.stderr)
+        # With --show-secrets they are missing only before an `up` has made them.
+        how = "run `mlstack up` first" if show_secrets else "add --show-secrets to include them"
+        print(f"# credentials hidden ({', '.join(result.hidden)}): {how}", file=sys.stderr)
 
 
 @app.command()

@@ -44,6 +44,13 @@ def client_env(
 ) -> ClientEnv:
     variables = {"MLFLOW_TRACKING_URI": config.tracking_uri, **PROXY_ARTIFACTS}
     hidden: list[str] = []
+    if config.auth:
+        # MLflow's client sends these as HTTP basic auth on every request.
+        login = tracking_login(secrets_)
+        if show_secrets and login:
+            variables.update(login)
+        else:
+            hidden += ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
     if s3:
         variables["MLFLOW_S3_ENDPOINT_URL"] = config.s3_endpoint
         variables["AWS_ENDPOINT_URL_S3"] = config.s3_endpoint
@@ -61,11 +68,22 @@ def client_env(
     return ClientEnv(variables, hidden)
 
 
-def activate(config: StackConfig) -> None:
-    """Point MLflow in this process at the stack, as `eval "$(mlstack env)"` does for a shell.
+def tracking_login(secrets_: StackSecrets | None) -> dict[str, str]:
+    """MLFLOW_TRACKING_USERNAME/PASSWORD for the admin user; empty before any `up` made them."""
+    if secrets_ is None or not secrets_.has_auth:
+        return {}
+    return {
+        "MLFLOW_TRACKING_USERNAME": secrets_.MLFLOW_AUTH_ADMIN_USERNAME,
+        "MLFLOW_TRACKING_PASSWORD": secrets_.MLFLOW_AUTH_ADMIN_PASSWORD,
+    }
+
+
+def activate(config: StackConfig, secrets_: StackSecrets | None) -> None:
+    """Point MLflow in this process at the stack, as `eval "$(mlstack env)"` does for a shell
+    (with the admin login when auth is on: this process is the stack's own user).
 
     Call it before importing mlflow: some of its settings are read once. MLflow also prints run
     URLs on stdout unless told not to; stdout belongs to the command's own output.
     """
-    os.environ.update(client_env(config, None).variables)
+    os.environ.update(client_env(config, secrets_, show_secrets=True).variables)
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"

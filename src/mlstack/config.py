@@ -124,6 +124,9 @@ class MlflowConfig(_Section):
 class StackConfig(_Section):
     project: str = "mlstack"
     bind: str = "127.0.0.1"
+    # MLflow's basic-auth app: a login for the UI and the API (admin credentials in secrets.env).
+    # Top level, beside `bind`: together they say who can reach the stack and who can use it.
+    auth: bool = False
     storage: StorageConfig = StorageConfig()
     postgres: PostgresConfig = PostgresConfig()
     mlflow: MlflowConfig = MlflowConfig()
@@ -181,6 +184,11 @@ class StackConfig(_Section):
     @property
     def s3_endpoint(self) -> str:
         return f"http://{self.client_host}:{self.storage.port}"
+
+    @property
+    def auth_database(self) -> str:
+        """The database MLflow's basic-auth app keeps its users and permissions in."""
+        return f"{self.postgres.database[:58]}_auth"
 
     @property
     def exposed(self) -> bool:
@@ -386,6 +394,8 @@ def _explain(error: ValidationError, origins: Mapping[str, str]) -> ConfigError:
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
             messages.append(f"{loc} must be one of {expected}, got {value!r}{where}")
+        elif kind in ("bool_parsing", "bool_type"):
+            messages.append(f"{loc} must be true or false, got {value!r}{where}")
         elif kind in ("string_type",):
             messages.append(f"{loc} must be text, got {value!r}{where}")
         elif kind in ("model_type", "model_attributes_type", "dict_type"):

@@ -213,8 +213,8 @@ def run_demo(
     candidates = grid_for(runs)
     if not experiment.strip():
         raise UsageError("--experiment must not be empty", f"e.g. --experiment {DEMO_EXPERIMENT}")
-    require_running(config, engine, "demo")
-    activate(config)  # before mlflow is imported: it reads some settings once
+    stack = require_running(config, engine, "demo")
+    activate(config, stack.secrets)  # before mlflow is imported: it reads some settings once
 
     report(DemoEvent("step", "loading scikit-learn and MLflow"))
     import mlflow

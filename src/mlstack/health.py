@@ -143,6 +143,14 @@ class S3Probe:
         client.list_buckets()  # type: ignore[attr-defined]
 
 
+def basic_auth_header(user: str, password: str) -> dict[str, str]:
+    """HTTP basic auth, as MLflow's basic-auth app expects it."""
+    import base64
+
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
 @dataclass(frozen=True)
 class MlflowProbe:
     service: str
@@ -158,6 +166,15 @@ class MlflowProbe:
                 return str(response.read().decode(errors="replace"))
         except urllib.error.HTTPError as e:
             body = e.read().decode(errors="replace")[:200]
+            if e.code == 401 and self.headers:
+                # Not transient: the admin user exists before the server listens.
+                raise StateError(
+                    "MLflow rejected the admin credentials in the stack's secrets file: its auth "
+                    "database holds another password for that user",
+                    "restore the secrets file that belongs to this stack's volumes, or set the "
+                    "admin password back through MLflow's API",
+                    service=self.service,
+                ) from None
             raise RuntimeError(f"GET {path} -> HTTP {e.code}: {body}") from None
 
     def check(self) -> None:

@@ -6,6 +6,8 @@ with plain `docker compose`, and what `mlstack up` creates cannot drift apart.
 
 from __future__ import annotations
 
+import json
+import shlex
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -49,8 +51,63 @@ def allowed_hosts(config: StackConfig) -> list[str]:
     return hosts
 
 
-def mlflow_command(config: StackConfig) -> list[str]:
+# MLflow reads its basic-auth settings from an ini file only (the admin login may also come from
+# MLFLOW_AUTH_ADMIN_*). The command writes this file in the container before the server starts,
+# so nothing is mounted from the host and no secret is on the command line: the password for the
+# auth database comes from PGPASSWORD (libpq reads it), the admin login from the environment.
+AUTH_CONFIG_PATH = "/tmp/mlstack-basic-auth.ini"  # inside the container
+# A user without a grant on an experiment or model sees nothing of it: accounts the admin creates
+# start with no access and are given what they need (creators manage what they create).
+AUTH_DEFAULT_PERMISSION = "NO_PERMISSIONS"
+
+
+def auth_ini(config: StackConfig) -> list[str]:
+    """The lines of MLflow's basic-auth config for `config` (no secrets)."""
     return [
+        "[mlflow]",
+        f"default_permission = {AUTH_DEFAULT_PERMISSION}",
+        # No password in the URI: libpq takes it from PGPASSWORD in the container's environment.
+        "database_uri = postgresql+psycopg2://${POSTGRES_USER}@postgres:5432/"
+        + config.auth_database,
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+    ]
+
+
+def api_check(timeout: float, *, auth: bool) -> str:
+    """Python that calls MLflow's API by its in-network name; with auth, as the admin user whose
+    credentials it reads from the container's environment (never written into the script)."""
+    url = f"http://mlflow:{MLFLOW_CONTAINER_PORT}/api/2.0/mlflow/experiments/search?max_results=1"
+    if not auth:
+        return f"import urllib.request as u; u.urlopen({url!r}, timeout={timeout:g}).read()"
+    return (
+        "import base64, os, urllib.request as u; e = os.environ; "
+        "t = base64.b64encode((e['MLFLOW_AUTH_ADMIN_USERNAME'] + ':' + "
+        "e['MLFLOW_AUTH_ADMIN_PASSWORD']).encode()).decode(); "
+        f"u.urlopen(u.Request({url!r}, headers={{'Authorization': 'Basic ' + t}}), "
+        f"timeout={timeout:g}).read()"
+    )
+
+
+# MLflow before 3.9 or so reads the admin login from the ini file only; the shell copies it in
+# from the environment when it writes the file (`$$` is compose's escape for a literal `$`), so
+# the command names the variables, never their values. MLflow 3.17 reads the variables itself.
+_ADMIN_LINES = (
+    '"admin_username = $$MLFLOW_AUTH_ADMIN_USERNAME"',
+    '"admin_password = $$MLFLOW_AUTH_ADMIN_PASSWORD"',
+)
+
+
+def mlflow_command(config: StackConfig) -> list[str]:
+    server = _mlflow_server(config)
+    if not config.auth:
+        return server
+    lines = [shlex.quote(line) for line in auth_ini(config)] + list(_ADMIN_LINES)
+    write_ini = "umask 077 && printf '%s\\n' " + " ".join(lines) + f" > {AUTH_CONFIG_PATH}"
+    return ["sh", "-c", f"{write_ini} && exec {shlex.join(server)}"]
+
+
+def _mlflow_server(config: StackConfig) -> list[str]:
+    command = [
         "mlflow",
         "server",
         "--host",
@@ -66,6 +123,9 @@ def mlflow_command(config: StackConfig) -> list[str]:
         "--allowed-hosts",
         ",".join(allowed_hosts(config)),
     ]
+    if config.auth:
+        command += ["--app-name", "basic-auth"]
+    return command
 
 
 def seaweedfs_command() -> list[str]:
@@ -79,6 +139,8 @@ def render_compose(config: StackConfig) -> str:
     import jinja2  # deferred: only render/up need it
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701 (YAML, not HTML)
+    # JSON is YAML; unlike `tojson` (made for HTML) it leaves quotes readable.
+    env.filters["json"] = json.dumps
     template = env.from_string(_template_text(COMPOSE_TEMPLATE))
     return template.render(
         project=config.project,
@@ -87,7 +149,10 @@ def render_compose(config: StackConfig) -> str:
         storage=config.storage,
         postgres=config.postgres,
         mlflow=config.mlflow,
+        auth=config.auth,
+        auth_config_path=AUTH_CONFIG_PATH,
         mlflow_command=mlflow_command(config),
+        mlflow_healthcheck=["CMD", "python", "-c", api_check(4, auth=config.auth)],
         seaweedfs_command=seaweedfs_command(),
     )
 

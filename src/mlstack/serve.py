@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mlstack.client_env import PROXY_ARTIFACTS, activate
+from mlstack.client_env import PROXY_ARTIFACTS, activate, tracking_login
 from mlstack.config import StackConfig
 from mlstack.engine import ContainerInfo, Engine
 from mlstack.errors import (
@@ -522,6 +522,8 @@ def serve_spec(
             # model comes through its artifact proxy, so the container needs no S3 keys.
             "MLFLOW_TRACKING_URI": f"http://mlflow:{MLFLOW_CONTAINER_PORT}",
             **PROXY_ARTIFACTS,
+            # With auth on, the admin login (in the environment, as in the MLflow container).
+            **(tracking_login(stack.secrets) if config.auth else {}),
         },
         ports=(PortSpec(config.bind, port, CONTAINER_PORT),),
         volumes=(),
@@ -679,7 +681,7 @@ def serve(
         )
 
     report(Event("step", message=f"resolving {ref.uri}"))
-    activate(config)
+    activate(config, stack.secrets)
     model = resolve_model(config.tracking_uri, ref)
     pinned = model.served_uri if model.served_uri != ref.uri else ""
     report(

@@ -35,6 +35,7 @@ from mlstack.health import (
     ProbeResult,
     S3Probe,
     answering,
+    basic_auth_header,
     run_probe,
     run_probes,
     s3_client,
@@ -42,8 +43,8 @@ from mlstack.health import (
 )
 from mlstack.preflight import check_ports
 from mlstack.provision import ensure_bucket, ensure_database
-from mlstack.render import MLFLOW_CONTAINER_PORT, render_compose, write_rendered
-from mlstack.secrets import StackSecrets
+from mlstack.render import api_check, render_compose, write_rendered
+from mlstack.secrets import AUTH_KEYS, StackSecrets
 from mlstack.services import LABEL_PROJECT, START_TIERS, ServiceSpec, StackSpec, from_compose
 from mlstack.state import ProjectState
 
@@ -82,6 +83,7 @@ class Stack:
     spec: StackSpec
     compose: str
     secrets_created: bool = False
+    secrets_added: tuple[str, ...] = ()  # keys an older secrets file lacked, generated now
 
     @classmethod
     def open(
@@ -96,18 +98,32 @@ class Stack:
         loaded = secrets_store.load(state)
         if loaded is None and not create_secrets:
             return None
-        creds = loaded if loaded is not None else StackSecrets.generate()
+        added: tuple[str, ...] = ()
+        if loaded is None:
+            creds = StackSecrets.generate()
+        elif create_secrets:
+            creds, added = secrets_store.complete(loaded)
+        else:
+            creds = loaded
         compose = render_compose(config)
-        spec = from_compose(compose, creds.as_env())
-        stack = cls(config, state, creds, spec, compose, secrets_created=loaded is None)
+        variables = creds.as_env()
+        if not creds.has_auth:
+            # A secrets file from before auth existed: the next `up` adds the login. Until then
+            # the reading commands render with stand-ins (`status` then shows MLflow's config
+            # as changed, which it is).
+            variables.update({k: "not-made-until-up" for k in AUTH_KEYS if not variables[k]})
+        spec = from_compose(compose, variables)
+        stack = cls(
+            config, state, creds, spec, compose, secrets_created=loaded is None, secrets_added=added
+        )
         if save:
             stack.save_secrets()
         return stack
 
     def save_secrets(self) -> None:
-        """Store freshly generated secrets (mode 0600); never overwrites stored ones."""
-        if self.secrets_created and not self.state.secrets_file.exists():
-            secrets_store.save(self.state, self.secrets)
+        """Store new secrets, or the keys an older file lacks (mode 0600); never changes a value."""
+        if self.secrets_created or self.secrets_added:
+            secrets_store.save(self.state, self.secrets, self.secrets_added)
 
     def service(self, name: str) -> ServiceSpec:
         return self.spec.services[name]
@@ -125,7 +141,7 @@ class Stack:
                 c.postgres.database,
             ),
             "storage": S3Probe("storage", c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY),
-            "mlflow": MlflowProbe("mlflow", c.tracking_uri),
+            "mlflow": MlflowProbe("mlflow", c.tracking_uri, headers=self.mlflow_headers()),
         }
         if engine is not None:
             from_host, container = probes["mlflow"], self.service("mlflow").container_name
@@ -135,12 +151,20 @@ class Stack:
                 info = engine.inspect(container)
                 if info is not None and info.health == "healthy":
                     return  # Docker's healthcheck made this same in-network call moments ago
-                code, output = engine.exec(container, _in_network_check())
+                code, output = engine.exec(container, _in_network_check(self.config.auth))
                 if code != 0:
                     raise RuntimeError(f"in-network API call failed: {output.strip()[-200:]}")
 
             probes["mlflow"] = CallableProbe("mlflow", host_and_network)
         return probes
+
+    def mlflow_headers(self) -> dict[str, str]:
+        """What an API call to MLflow sends: the admin's basic-auth header when auth is on."""
+        if not self.config.auth or not self.secrets.has_auth:
+            return {}
+        return basic_auth_header(
+            self.secrets.MLFLOW_AUTH_ADMIN_USERNAME, self.secrets.MLFLOW_AUTH_ADMIN_PASSWORD
+        )
 
     def scrub(self, text: str) -> str:
         """`text` with every secret value masked: logs may echo credentials."""
@@ -157,14 +181,8 @@ class Stack:
         }
 
 
-def _in_network_check() -> list[str]:
-    url = f"http://mlflow:{MLFLOW_CONTAINER_PORT}/api/2.0/mlflow/experiments/search?max_results=1"
-    return [
-        "python",
-        "-S",
-        "-c",
-        f"import urllib.request as u; u.urlopen({url!r}, timeout=5).read()",
-    ]
+def _in_network_check(auth: bool) -> list[str]:
+    return ["python", "-S", "-c", api_check(5, auth=auth)]
 
 
 def require_running(config: StackConfig, engine: Engine, command: str) -> Stack:
@@ -184,7 +202,7 @@ def require_running(config: StackConfig, engine: Engine, command: str) -> Stack:
             f"the stack {config.project!r} is not running: `mlstack {command}` needs it",
             "start it with `mlstack up`",
         )
-    probe = run_probe(MlflowProbe("mlflow", config.tracking_uri))
+    probe = run_probe(MlflowProbe("mlflow", config.tracking_uri, headers=stack.mlflow_headers()))
     if not probe.ok:
         raise NotRunning(
             f"the tracking server of stack {config.project!r} does not answer at "
@@ -309,11 +327,28 @@ def _exited_check(
     return exited
 
 
+def log_hint(service: str, log: str) -> str | None:
+    """A fix for a failure that the service's log tells apart, or None."""
+    lowered = log.lower()
+    # MLflow 3.17 says "requires the Flask-WTF package"; older ones fail on `import flask_wtf`.
+    if service == "mlflow" and ("flask_wtf" in lowered or "flask-wtf" in lowered):
+        return (
+            "the MLflow image lacks Flask-WTF, which `auth: true` (MLflow's basic-auth app) "
+            "needs: use an image with mlflow[auth] installed (the official -full image, or "
+            "`pip install 'mlflow[auth]'` in yours) as mlflow.image, or set auth: false"
+        )
+    return None
+
+
 def _with_log_tail(error: MlstackError, engine: Engine, stack: Stack) -> MlstackError:
     if error.service is not None and error.service in stack.spec.services:
-        tail = engine.log_tail(stack.service(error.service).container_name, 15)
-        if tail:
-            tail = stack.scrub(tail)
+        # A few more lines than shown: a traceback's cause is at its end, its module names above.
+        log = engine.log_tail(stack.service(error.service).container_name, 40)
+        if log:
+            hint = log_hint(error.service, log)
+            if hint:
+                error.hint = hint
+            tail = stack.scrub("\n".join(log.splitlines()[-15:]))
             error.details = "\n".join(
                 filter(None, [error.details, f"last log lines of {error.service}:", tail])
             )
@@ -325,6 +360,22 @@ def _remove_containers(engine: Engine, stack: Stack, services: Sequence[str]) ->
         container = stack.service(name).container_name
         engine.stop(container, STOP_GRACE.get(name, 10.0))
         engine.remove(container)
+
+
+def exposed_warning(config: StackConfig) -> str:
+    """What `up` says when the ports are published beyond this machine."""
+    text = (
+        f"ports are published on {config.bind}: anyone who can reach this machine can reach "
+        "the stack (MLflow, and PostgreSQL and S3 behind their passwords)"
+    )
+    if config.auth:
+        return (
+            text + "; MLflow asks for a login (auth: true); keep bind: 127.0.0.1 unless you need it"
+        )
+    return (
+        text + "; MLflow has no login: set auth: true (MLflow's basic auth), and keep "
+        "bind: 127.0.0.1 unless you need it"
+    )
 
 
 def up(
@@ -340,10 +391,7 @@ def up(
     config = stack.config
     warnings: list[str] = []
     if config.exposed:
-        warnings.append(
-            f"ports are published on {config.bind}: anyone who can reach this machine can use "
-            "the stack; keep bind: 127.0.0.1 unless you need it, and put authentication in front"
-        )
+        warnings.append(exposed_warning(config))
     # 1. Preflight: nothing is created before these pass.
     current = _check_names(engine, stack)
     held = [port for info in current.values() for binds in info.ports.values() for _, port in binds]
@@ -398,13 +446,14 @@ def up(
                     # 4. Provision before MLflow starts: it migrates its schema into the database.
                     report(Event("step", message="database and bucket"))
                     s, c = stack.secrets, config
-                    database_created = ensure_database(
-                        c.client_host,
-                        c.postgres.port,
-                        s.POSTGRES_USER,
-                        s.POSTGRES_PASSWORD,
-                        c.postgres.database,
-                    )
+                    databases = [c.postgres.database] + ([c.auth_database] if c.auth else [])
+                    made = [
+                        ensure_database(
+                            c.client_host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, db
+                        )
+                        for db in databases
+                    ]
+                    database_created = made[0]
                     client = s3_client(c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY)
                     bucket_created = ensure_bucket(client, c.storage.bucket)
     except StateError:

@@ -98,6 +98,7 @@ CASES = [
     case("empty-image", "--set postgres.image= config", USAGE, ["postgres.image", "must not be empty"]),
     case("bind-not-an-ip", "--set bind=localhost config", USAGE, ["bind", "not an IP address", "127.0.0.1"]),
     case("workers-out-of-range", "--set mlflow.workers=17 config", USAGE, ["mlflow.workers must be between 1 and 16"]),
+    case("auth-not-a-boolean", "config", USAGE, ["auth must be true or false", "'maybe'"], files={"mlstack.yaml": "auth: maybe\n"}),
     case("set-without-equals", "--set mlflow.port config", USAGE, ["--set 'mlflow.port' is not KEY=VALUE", "--set mlflow.port=5051"]),
     case("set-unknown-key", "--set mlflow.prot=1 config", USAGE, ["unknown key 'mlflow.prot'", "--set mlflow.prot", "'mlflow.port'"]),
     case("env-bad-value", "config", USAGE, ["storage.port must be a whole number", "MLSTACK_STORAGE_PORT"], env={"MLSTACK_STORAGE_PORT": "x"}),

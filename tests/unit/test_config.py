@@ -102,6 +102,7 @@ def test_valid_keys_cover_the_contract() -> None:
     assert {
         "project",
         "bind",
+        "auth",
         "storage.engine",
         "storage.image",
         "storage.port",
@@ -170,3 +171,18 @@ def test_any_env_and_flags_load_or_raise_config_error(env: dict[str, str], sets:
         load_config(env=env, sets=sets)
     except ConfigError as e:
         assert e.message and "\n" not in e.message
+
+
+def test_auth_is_off_by_default_and_set_by_file_env_or_flag(tmp_path: Path) -> None:
+    assert load_config(env={}).config.auth is False
+    assert load_config(write(tmp_path, "auth: true\n"), env={}).config.auth is True
+    loaded = load_config(env={"MLSTACK_AUTH": "true"})
+    assert loaded.config.auth is True and loaded.origins["auth"] == "MLSTACK_AUTH"
+    assert load_config(env={"MLSTACK_AUTH": "true"}, sets=["auth=false"]).config.auth is False
+    assert load_config(env={}, sets=["auth=true"]).config.auth is True
+
+
+def test_auth_database_sits_beside_the_tracking_database() -> None:
+    assert StackConfig().auth_database == "mlflow_auth"
+    long = load_config(env={}, sets=["postgres.database=" + "d" * 63]).config
+    assert len(long.auth_database) == 63 and long.auth_database.endswith("_auth")

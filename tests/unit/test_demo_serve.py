@@ -412,7 +412,7 @@ def fake_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     )
     monkeypatch.setattr(serve, "require_running", lambda config, engine, command: stack)
     monkeypatch.setattr(serve, "resolve_model", lambda uri, ref: model)
-    monkeypatch.setattr(serve, "activate", lambda config: None)
+    monkeypatch.setattr(serve, "activate", lambda config, secrets_: None)
     yield stack
 
 

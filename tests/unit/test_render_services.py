@@ -9,7 +9,13 @@ import pytest
 import yaml
 
 from mlstack.config import StackConfig, load_config
-from mlstack.render import allowed_hosts, render_compose, render_init, write_rendered
+from mlstack.render import (
+    AUTH_DEFAULT_PERMISSION,
+    allowed_hosts,
+    render_compose,
+    render_init,
+    write_rendered,
+)
 from mlstack.secrets import StackSecrets
 from mlstack.services import (
     LABEL_PROJECT,
@@ -23,7 +29,9 @@ from mlstack.services import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SECRETS = StackSecrets("mlflow", "pw" * 16, "AKEY" * 5, "s" * 40)
+SECRETS = StackSecrets(
+    "mlflow", "pw" * 16, "AKEY" * 5, "s" * 40, "admin", "adminpw" * 5, "flaskkey" * 6
+)
 
 
 def compose_binary() -> str:
@@ -146,10 +154,12 @@ def test_init_template_loads_back_to_the_defaults(tmp_path: Path) -> None:
     assert load_config(path, env={}).config == StackConfig()
 
 
-@pytest.mark.parametrize("engine", ["minio", "seaweedfs"])
-def test_rendered_file_is_valid_for_docker_compose(tmp_path: Path, engine: str) -> None:
+@pytest.mark.parametrize(
+    ("engine", "auth"), [("minio", "false"), ("seaweedfs", "false"), ("seaweedfs", "true")]
+)
+def test_rendered_file_is_valid_for_docker_compose(tmp_path: Path, engine: str, auth: str) -> None:
     binary = compose_binary()
-    write_rendered(tmp_path, config(f"storage.engine={engine}"), SECRETS)
+    write_rendered(tmp_path, config(f"storage.engine={engine}", f"auth={auth}"), SECRETS)
     result = subprocess.run(
         [binary, "-f", str(tmp_path / "docker-compose.yml"), "config", "--format", "json"],
         cwd=tmp_path,
@@ -161,7 +171,9 @@ def test_rendered_file_is_valid_for_docker_compose(tmp_path: Path, engine: str) 
     import json
 
     parsed = json.loads(result.stdout)
-    ours = from_compose(render_compose(config(f"storage.engine={engine}")), SECRETS.as_env())
+    ours = from_compose(
+        render_compose(config(f"storage.engine={engine}", f"auth={auth}")), SECRETS.as_env()
+    )
     # compose and mlstack read the same file the same way
     for name, service in ours.services.items():
         theirs = parsed["services"][name]
@@ -169,7 +181,11 @@ def test_rendered_file_is_valid_for_docker_compose(tmp_path: Path, engine: str) 
         assert theirs["environment"] == dict(service.environment)
         assert theirs["container_name"] == service.container_name
         if service.command is not None:
-            assert tuple(theirs["command"]) == service.command
+            # `compose config` prints a literal `$` escaped again, as `$$`, so that its output
+            # is a valid compose file itself; the container gets `$`.
+            assert tuple(c.replace("$$", "$") for c in theirs["command"]) == service.command
+        if service.healthcheck is not None:
+            assert tuple(theirs["healthcheck"]["test"]) == service.healthcheck.test
 
 
 def test_top_level_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> None:
@@ -186,3 +202,52 @@ def test_top_level_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> N
         [binary, "config"], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert "is missing a value: run mlstack render to write .env" in result.stderr
+
+
+def test_auth_runs_the_basic_auth_app_only_when_on() -> None:
+    off = from_compose(render_compose(config()), SECRETS.as_env()).services["mlflow"]
+    assert off.command is not None and "--app-name" not in off.command
+    assert not any(k.startswith(("MLFLOW_AUTH", "PGPASSWORD")) for k in off.environment)
+
+    on = from_compose(render_compose(config("auth=true")), SECRETS.as_env()).services["mlflow"]
+    assert on.command is not None and on.command[:2] == ("sh", "-c")
+    script = on.command[2]
+    assert script.endswith("--app-name basic-auth")
+    assert "exec mlflow server" in script
+    # The auth config it writes: the auth database on the stack's PostgreSQL, no password.
+    assert "database_uri = postgresql+psycopg2://mlflow@postgres:5432/mlflow_auth" in script
+    assert f"default_permission = {AUTH_DEFAULT_PERMISSION}" in script
+    # Older MLflow reads the admin login from the file only: the shell copies it from the env.
+    assert '"admin_password = $MLFLOW_AUTH_ADMIN_PASSWORD"' in script
+    assert "umask 077" in script
+    env = on.environment
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] in script
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == "admin"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == SECRETS.MLFLOW_AUTH_ADMIN_PASSWORD
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == SECRETS.MLFLOW_FLASK_SERVER_SECRET_KEY
+    assert env["PGPASSWORD"] == SECRETS.POSTGRES_PASSWORD
+    # The healthcheck reads the login from the container's environment, never a literal.
+    assert on.healthcheck is not None
+    check = " ".join(on.healthcheck.test)
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in check and "Authorization" in check
+    for value in SECRETS.values():
+        assert value not in script and value not in check
+
+
+def test_auth_compose_holds_no_secret_values_and_changes_only_mlflow() -> None:
+    text = render_compose(config("auth=true"))
+    assert "${MLFLOW_AUTH_ADMIN_PASSWORD" in text and "${MLFLOW_FLASK_SERVER_SECRET_KEY" in text
+    for value in SECRETS.values():
+        assert value not in text
+    off = from_compose(render_compose(config()), SECRETS.as_env()).services
+    on = from_compose(text, SECRETS.as_env()).services
+    changed = [name for name in off if off[name].spec_hash != on[name].spec_hash]
+    assert changed == ["mlflow"]
+
+
+def test_init_template_carries_auth(tmp_path: Path) -> None:
+    path = tmp_path / "mlstack.yaml"
+    path.write_text(render_init(StackConfig()))
+    assert "\nauth: false\n" in path.read_text()
+    path.write_text(render_init(StackConfig(auth=True)))
+    assert load_config(path, env={}).config.auth is True
