@@ -256,3 +256,19 @@ def test_image_record(tmp_path: Path) -> None:
     assert read_record(state) == ImageRecord("mlflow:1", "sha256:1")
     path.write_text("{broken")
     assert read_record(state) is None
+
+
+# --- the CLI, before any engine is needed ------------------------------------------------------
+
+
+def test_backup_and_restore_of_a_stack_never_brought_up(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mlstack.cli import run
+
+    for args in (["backup"], ["restore", "some.tar.gz"]):
+        code = run(["-p", "never-up", *args])
+        err = capsys.readouterr().err
+        assert code == ExitCode.NOT_RUNNING, err
+        assert err.startswith("error: the stack 'never-up'") and "mlstack up" in err
+    assert run(["restore", "x.tar.gz", "--timeout", "0"]) == ExitCode.USAGE
