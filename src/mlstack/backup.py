@@ -31,6 +31,7 @@ from mlstack.errors import ArchiveError, Conflict, MlstackError, NotRunning, Pro
 from mlstack.health import MlflowProbe, s3_client, wait_ready
 from mlstack.services import LABEL_SERVICE
 from mlstack.stack import Event, Reporter, Stack, _quiet
+from mlstack.upgrade import ImageRecord, previous_image, read_record, record_image
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -203,21 +204,18 @@ def _existing_columns(cur: Any, pairs: tuple[tuple[str, str], ...]) -> list[tupl
 
 def content_counts(stack: Stack) -> dict[str, int]:
     """What the database holds beyond a fresh MLflow schema (its Default experiment, id 0)."""
-    from psycopg2 import sql
-
-    queries = {
-        "experiments": "SELECT count(*) FROM experiments WHERE experiment_id <> 0",
-        "runs": "SELECT count(*) FROM runs",
-        "registered models": "SELECT count(*) FROM registered_models",
+    queries = {  # what -> (table, query)
+        "experiments": ("experiments", "SELECT count(*) FROM experiments WHERE experiment_id <> 0"),
+        "runs": ("runs", "SELECT count(*) FROM runs"),
+        "registered models": ("registered_models", "SELECT count(*) FROM registered_models"),
     }
     counts: dict[str, int] = {}
     with connect(stack) as conn, conn.cursor() as cur:
         cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         tables = {row[0] for row in cur.fetchall()}
-        for what, query in queries.items():
-            table = "registered_models" if what == "registered models" else what
+        for what, (table, query) in queries.items():
             if table in tables:
-                cur.execute(sql.SQL(query))
+                cur.execute(query)
                 counts[what] = int(cur.fetchone()[0])
     return counts
 
@@ -426,10 +424,15 @@ def create_backup(
     *,
     directory: Path | None = None,
     force: bool = False,
+    image: ImageRecord | None = None,
     report: Reporter = _quiet,
 ) -> BackupResult:
     """Archive the stack's database and bucket into `output` (default: a dated name in `directory`,
-    else the current directory)."""
+    else the current directory).
+
+    `image` is the MLflow image that last ran against the database (default: the recorded one,
+    else the existing container's); a restore migrates when the stack runs another.
+    """
     started = time.monotonic()
     config = stack.config
     path = output or (directory or Path.cwd()) / default_name(config.project)
@@ -439,7 +442,7 @@ def create_backup(
         raise ArchiveError(f"{path.parent} is not a directory", "create it, or choose another -o")
     _require_data_services(stack, engine, "backup")
     mlflow = engine.inspect(stack.service("mlflow").container_name)
-    image_id = (mlflow.image_id if mlflow else "") or engine.image_id(config.mlflow.image) or ""
+    image = image or previous_image(read_record(stack.state), mlflow) or ImageRecord("", "")
     with tempfile.TemporaryDirectory(prefix="mlstack-backup-") as tmp:
         work = Path(tmp)
         report(Event("step", message="dumping the database (pg_dump)"))
@@ -455,8 +458,8 @@ def create_backup(
             project=config.project,
             database=config.postgres.database,
             bucket=config.storage.bucket,
-            mlflow_image=config.mlflow.image,
-            mlflow_image_id=image_id,
+            mlflow_image=image.image,
+            mlflow_image_id=image.image_id,
             alembic_revision=revision,
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             dump=Entry(dump.stat().st_size, sha256_file(dump)),
@@ -585,8 +588,6 @@ def restore(
     Checks everything first (running stack, valid archive, empty target unless `force`);
     only then stops MLflow, so a refused restore changes nothing.
     """
-    from mlstack import upgrade
-
     started = time.monotonic()
     config = stack.config
     if not archive.is_file():
@@ -638,7 +639,7 @@ def restore(
     engine.start(mlflow_name)
     ready = wait_ready([MlflowProbe("mlflow", config.tracking_uri)], timeout=timeout)
     report(Event("ready", service="mlflow", seconds=ready.get("mlflow")))
-    upgrade.record_image(stack.state, mlflow.image, mlflow.image_id)
+    record_image(stack.state, mlflow.image, mlflow.image_id)
     warnings = []
     if manifest.bucket != config.storage.bucket:
         warnings.append(

@@ -99,7 +99,13 @@ def upgrade(
     old = previous.image if previous else "the image that ran before"
     report(Event("step", message=f"MLflow image changed ({old} -> {image}): backing up"))
     started = time.monotonic()
-    backup = create_backup(stack, engine, directory=backups_dir(stack.state), report=report)
+    backup = create_backup(
+        stack,
+        engine,
+        directory=backups_dir(stack.state),
+        image=previous or ImageRecord("", ""),  # unknown: a restore then migrates
+        report=report,
+    )
     backup_seconds = time.monotonic() - started
     report(Event("step", message=f"migrating the database (mlflow db upgrade, {image})"))
     started = time.monotonic()

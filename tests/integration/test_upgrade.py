@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import stat
+import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mlstack.backup import connect, schema_revision
+from mlstack.backup import connect, parse_manifest, schema_revision
 from mlstack.stack import Stack
 
 from .conftest import REPO, Project
@@ -66,6 +67,11 @@ def test_upgrade_then_failed_downgrade(
     assert snapshot(project) == before
     code, _, _ = project.cli(capsys, "status")
     assert code == 0
+    with tarfile.open(backup) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        manifest = parse_manifest(member.read())
+    assert (manifest.mlflow_image, manifest.alembic_revision) == (older, old_revision)
 
     # the same image again: no backup, no migration, nothing recreated
     out, _ = cli_ok(project, capsys, "up", "--json")
@@ -95,3 +101,9 @@ def test_upgrade_then_failed_downgrade(
     assert snapshot(project) == before
     code, _, _ = project.cli(capsys, "status")
     assert code == 0
+
+    # the backup of the older schema restores into the newer stack: migrated on the way
+    out, _ = cli_ok(project, capsys, "restore", "--force", str(backup), "--json")
+    assert json.loads(out)["migrated"] is True
+    assert schema_revision(stack) == new_revision
+    assert snapshot(project) == before
