@@ -21,9 +21,9 @@ def _mlflow_running(project: Project) -> bool:
 
 
 def test_backup_purge_restore(
-    seaweed_project: Project, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    any_project: Project, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    project = seaweed_project
+    project = any_project
     cli_ok(project, capsys, "up")
     data = tmp_path / "data"
     data.mkdir()
