@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from rich.console import Console
@@ -27,11 +27,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mlstack.backup import BackupResult, RestoreResult
 from mlstack.config import LoadedConfig, config_as_dict
 from mlstack.demo import DemoEvent, DemoResult
 from mlstack.serve import ServeResult, StopResult
 from mlstack.stack import DownResult, Event, StatusResult, UpResult
+
+if TYPE_CHECKING:
+    from mlstack.backup import BackupResult, RestoreResult
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
