@@ -341,6 +341,76 @@ def serve(
     out.print_serve(result, as_json=json_)
 
 
+@app.command()
+def backup(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Archive to write (default: ./mlstack-<project>-<UTC time>.tar.gz).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Archive the database (pg_dump) and the bucket's objects into one .tar.gz (mode 0600)."""
+    from mlstack import cli_output as out
+    from mlstack.backup import create_backup
+    from mlstack.errors import NotRunning
+    from mlstack.stack import Stack
+
+    config = _load(ctx).config
+    stack = Stack.open(config)
+    if stack is None:
+        raise NotRunning(
+            f"the stack {config.project!r} has never been brought up: nothing to back up",
+            "start it with `mlstack up`",
+        )
+    engine = _engine()
+    with stack.state.lock("backup"), out.UpProgress(enabled=not json_) as progress:
+        result = create_backup(stack, engine, output, force=force, report=progress.report)
+    out.print_backup(result, as_json=json_)
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    archive: Annotated[Path, typer.Argument(help="An archive written by `mlstack backup`.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace the data of a stack that is not empty."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for MLflow to answer afterwards.")
+    ] = 300.0,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Replace the running stack's database and bucket with a backup's (refuses a stack that
+    holds runs or objects unless --force)."""
+    from mlstack import cli_output as out
+    from mlstack.backup import restore as restore_backup
+    from mlstack.errors import NotRunning
+    from mlstack.stack import Stack
+
+    if timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {timeout}", "e.g. --timeout 300")
+    config = _load(ctx).config
+    stack = Stack.open(config)
+    if stack is None:
+        raise NotRunning(
+            f"the stack {config.project!r} is not running: `mlstack restore` needs it",
+            "start it with `mlstack up`",
+        )
+    engine = _engine()
+    with stack.state.lock("restore"), out.UpProgress(enabled=not json_) as progress:
+        result = restore_backup(
+            stack, engine, archive, force=force, timeout=timeout, report=progress.report
+        )
+    out.print_restore(result, as_json=json_)
+
+
 @app.command("config")
 def show_config(
     ctx: typer.Context,

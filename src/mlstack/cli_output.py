@@ -8,8 +8,9 @@ import sys
 import time
 from collections.abc import Iterable
 from enum import Enum
+from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from rich.console import Console
@@ -31,6 +32,9 @@ from mlstack.demo import DemoEvent, DemoResult
 from mlstack.serve import ServeResult, StopResult
 from mlstack.stack import DownResult, Event, StatusResult, UpResult
 
+if TYPE_CHECKING:
+    from mlstack.backup import BackupResult, RestoreResult
+
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
@@ -40,6 +44,8 @@ def _jsonable(value: Any) -> Any:
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
@@ -135,6 +141,13 @@ def print_up(result: UpResult, *, as_json: bool) -> None:
             if done
         ]
         err.print(f"created {' and '.join(made)}")
+    if result.upgrade is not None:
+        u = result.upgrade
+        err.print(
+            f"upgraded the database from {escape(u.from_image)} to {escape(u.to_image)} "
+            f"(schema {u.from_revision} -> {u.to_revision}; backup {u.backup_seconds:.1f}s, "
+            f"migration {u.migrate_seconds:.1f}s); the backup is {escape(str(u.backup))}"
+        )
     err.print('use it: eval "$(mlstack env)"   then: python train.py')
     print(result.tracking_uri)
 
@@ -316,3 +329,37 @@ def print_config(loaded: LoadedConfig, *, as_json: bool) -> None:
     source = str(loaded.path) if loaded.path else "defaults (no mlstack.yaml)"
     sys.stdout.write(f"# effective config; file: {source}; state: {state.root}\n")
     sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
+        size /= 1024
+    return f"{n} B"
+
+
+def print_backup(result: BackupResult, *, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    err.print(
+        f"backed up the database and {result.objects} objects ({_size(result.object_bytes)}) "
+        f"into {escape(str(result.path))} ({_size(result.size)}) in {result.seconds:.1f}s"
+    )
+    print(result.path)
+
+
+def print_restore(result: RestoreResult, *, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+    migrated = "; migrated the database to the stack's MLflow image" if result.migrated else ""
+    err.print(
+        f"restored the backup of {result.source_project!r} taken {result.created_at}: the "
+        f"database and {result.objects} objects ({_size(result.object_bytes)}) in "
+        f"{result.seconds:.1f}s{migrated}"
+    )

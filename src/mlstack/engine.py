@@ -7,8 +7,11 @@ the rest of the code never sees a docker type. Everything is found by label, not
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlstack.errors import Conflict, EngineUnavailable, ImageUnavailable, MlstackError
@@ -34,6 +37,7 @@ class ContainerInfo:
     restart_count: int
     ports: Mapping[str, list[tuple[str, int]]]  # "5000/tcp" -> [(host_ip, host_port)]
     labels: Mapping[str, str]
+    image_id: str = ""  # sha256:..., what the container really runs (the tag may have moved)
 
     @property
     def running(self) -> bool:
@@ -65,6 +69,7 @@ class ContainerInfo:
             restart_count=int(data.get("RestartCount") or 0),
             ports=ports,
             labels=labels,
+            image_id=str(data.get("Image", "")),
         )
 
 
@@ -165,6 +170,19 @@ class Engine:
                 return False
             raise MlstackError(f"cannot inspect image {ref}: {e.explanation}") from None
         return True
+
+    def image_id(self, ref: str) -> str | None:
+        """The local image's id (sha256:...), None when it is not present."""
+        import docker.errors
+
+        try:
+            return str(self._api.inspect_image(ref)["Id"])
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as e:
+            if e.status_code == 404:
+                return None
+            raise MlstackError(f"cannot inspect image {ref}: {e.explanation}") from None
 
     def pull(self, ref: str, on_progress: Callable[[PullProgress], None]) -> None:
         """Pull one image, reporting byte progress summed over its layers."""
@@ -391,15 +409,115 @@ class Engine:
         except MlstackError:
             return ""
 
-    def exec(self, name_or_id: str, command: list[str]) -> tuple[int, str]:
+    def exec(
+        self,
+        name_or_id: str,
+        command: list[str],
+        *,
+        environment: Mapping[str, str] | None = None,
+        user: str = "",
+    ) -> tuple[int, str]:
         """Run a command in a running container; (exit code, output)."""
         api = self._api
-        created = self._call(f"exec in {name_or_id}", api.exec_create, name_or_id, command)
+        created = self._call(
+            f"exec in {name_or_id}",
+            api.exec_create,
+            name_or_id,
+            command,
+            environment=dict(environment) if environment else None,
+            user=user,
+        )
         output = self._call(f"exec in {name_or_id}", api.exec_start, created["Id"])
         code = self._call(f"exec in {name_or_id}", api.exec_inspect, created["Id"])["ExitCode"]
         return int(code or 0), output.decode(errors="replace") if isinstance(
             output, bytes
         ) else str(output)
+
+    def copy_out(self, name_or_id: str, path: str, dest: Path) -> None:
+        """Copy one file out of a container to `dest` (streamed: dumps can be large)."""
+        import tarfile
+
+        stream, _ = self._call(
+            f"copying {path} from {name_or_id}", self._api.get_archive, name_or_id, path
+        )
+        with tempfile.TemporaryFile() as raw:
+            for chunk in stream:
+                raw.write(chunk)
+            raw.seek(0)
+            with tarfile.open(fileobj=raw, mode="r:") as tar:
+                member = tar.next()
+                source = tar.extractfile(member) if member is not None else None
+                if source is None:
+                    raise MlstackError(f"copying {path} from {name_or_id}: not a regular file")
+                with open(dest, "wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+
+    def copy_in(self, name_or_id: str, source: Path, directory: str, name: str) -> None:
+        """Copy one file into a directory of a container as `name` (streamed through a temp tar)."""
+        import tarfile
+
+        with tempfile.TemporaryFile() as raw:
+            with tarfile.open(fileobj=raw, mode="w:") as tar:
+                info = tar.gettarinfo(str(source), arcname=name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mode = 0o644
+                with open(source, "rb") as f:
+                    tar.addfile(info, f)
+            raw.seek(0)
+            done = self._call(
+                f"copying {name} into {name_or_id}",
+                self._api.put_archive,
+                name_or_id,
+                directory,
+                raw,
+            )
+        if not done:
+            raise MlstackError(f"copying {name} into {name_or_id} failed")
+
+    def run_once(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        name: str,
+        network: str,
+        environment: Mapping[str, str],
+        labels: Mapping[str, str],
+        timeout: float,
+        tail: int = 20,
+    ) -> tuple[int, str]:
+        """Run a one-shot container on `network` to its end: (exit code, last log lines).
+
+        The container is removed afterwards whatever happens (failure, timeout, Ctrl-C); a
+        timeout kills it and reports exit code -1.
+        """
+        import requests
+
+        api = self._api
+        self.remove(name)  # a leftover of an interrupted earlier run
+        host_config = api.create_host_config(network_mode=network, init=False)
+        created = self._call(
+            f"creating container {name}",
+            api.create_container,
+            image,
+            command=command,
+            name=name,
+            environment=dict(environment),
+            labels=dict(labels),
+            host_config=host_config,
+            detach=True,
+        )
+        try:
+            self._call(f"starting {name}", api.start, created["Id"])
+            try:
+                waited = api.wait(created["Id"], timeout=int(timeout))
+                code = int(waited.get("StatusCode", -1))
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                code = -1
+            return code, self.log_tail(created["Id"], tail)
+        finally:
+            self.remove(created["Id"])
 
     def stats_memory(self, name_or_id: str) -> int:
         """Current memory use of a running container in bytes (0 when unknown)."""

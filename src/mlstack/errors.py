@@ -95,3 +95,9 @@ def exit_code_for(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.INTERNAL)
+
+
+class ArchiveError(MlstackError):
+    """A backup archive that cannot be read or written (missing, corrupt, not ours)."""
+
+    exit_code = ExitCode.USAGE

@@ -50,6 +50,7 @@ from mlstack.state import ProjectState
 
 if TYPE_CHECKING:
     from mlstack.serve import ServedStatus
+    from mlstack.upgrade import UpgradeOutcome
 
 PullPolicy = Literal["always", "missing", "never"]
 SERVICES = ("postgres", "storage", "mlflow")
@@ -241,6 +242,7 @@ class UpResult:
     secrets_created: bool
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    upgrade: UpgradeOutcome | None = None  # the database was migrated to a new MLflow image
 
     @property
     def changed(self) -> bool:
@@ -386,7 +388,13 @@ def up(
     timeout: float = 180.0,
     report: Reporter = _quiet,
 ) -> UpResult:
-    """Bring the stack to its spec and return once every service answers real requests."""
+    """Bring the stack to its spec and return once every service answers real requests.
+
+    A server of another MLflow image than the one that last ran on the database starts only
+    after a backup and a successful `mlflow db upgrade` (upgrade.py).
+    """
+    from mlstack import upgrade as upgrades
+
     started = time.monotonic()
     config = stack.config
     warnings: list[str] = []
@@ -410,6 +418,9 @@ def up(
     baseline: dict[str, int] = {}
     database_created = bucket_created = False
     all_probes = stack.probes(engine)
+    previous = upgrades.previous_image(upgrades.read_record(stack.state), current.get("mlflow"))
+    mlflow_image_id = ""
+    upgraded: UpgradeOutcome | None = None
 
     def on_ready(service: str, seconds: float) -> None:
         report(Event("ready", service=service, seconds=seconds))
@@ -425,7 +436,24 @@ def up(
                     strict=True,
                 )
             )
+            old_mlflow = current.get("mlflow")
+            if prepared["mlflow"][0] in (Action.KEPT, Action.STARTED) and old_mlflow is not None:
+                mlflow_image_id = old_mlflow.image_id
+            else:
+                mlflow_image_id = engine.image_id(config.mlflow.image) or ""
             for tier in START_TIERS:
+                if (
+                    "mlflow" in tier
+                    and prepared["mlflow"][2]
+                    and upgrades.may_need_migration(previous, mlflow_image_id)
+                ):
+                    # 3a. A new MLflow image on an existing schema: backup, then migrate.
+                    from mlstack.backup import schema_revision
+
+                    revision = schema_revision(stack)
+                    if upgrades.needs_migration(previous, mlflow_image_id, revision):
+                        assert revision is not None
+                        upgraded = upgrades.upgrade(stack, engine, previous, revision, report)
                 # 3. Services of one tier start together.
                 report(Event("step", message="starting " + ", ".join(tier)))
                 starting = [n for n in tier if prepared[n][2]]
@@ -469,6 +497,7 @@ def up(
     # What runs, for reference and plain compose; only now: a failed `up` (say, on volumes from
     # other credentials) must not overwrite the last record of the credentials that work.
     write_rendered(stack.state.root, config, stack.secrets, compose=stack.compose)
+    upgrades.record_image(stack.state, config.mlflow.image, mlflow_image_id)
 
     urls = stack.urls()
     services = [
@@ -484,6 +513,7 @@ def up(
         secrets_created=stack.secrets_created,
         seconds=time.monotonic() - started,
         warnings=warnings,
+        upgrade=upgraded,
     )
 
 

@@ -25,7 +25,18 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "--help")
     assert code == 0
-    for command in ("up", "status", "down", "logs", "env", "config", "init", "render"):
+    for command in (
+        "up",
+        "status",
+        "down",
+        "logs",
+        "env",
+        "config",
+        "init",
+        "render",
+        "backup",
+        "restore",
+    ):
         assert f"  {command}" in out
 
 
