@@ -30,7 +30,7 @@ from mlstack.engine import Engine
 from mlstack.errors import ArchiveError, Conflict, MlstackError, NotRunning, ProvisionError
 from mlstack.health import MlflowProbe, s3_client, wait_ready
 from mlstack.services import LABEL_SERVICE
-from mlstack.stack import Event, Reporter, Stack, _quiet
+from mlstack.stack import Event, Reporter, Stack, _quiet, not_running
 from mlstack.upgrade import ImageRecord, previous_image, read_record, record_image
 
 FORMAT = 1
@@ -374,10 +374,7 @@ def _require_data_services(stack: Stack, engine: Engine, command: str) -> None:
     for name in ("postgres", "storage"):
         info = engine.inspect(stack.service(name).container_name)
         if info is None or not info.running:
-            raise NotRunning(
-                f"the stack {stack.config.project!r} is not running: `mlstack {command}` needs it",
-                "start it with `mlstack up`",
-            )
+            raise not_running(stack.config, command)
 
 
 def _write_archive(
@@ -597,10 +594,7 @@ def restore(
     mlflow_name = stack.service("mlflow").container_name
     mlflow = engine.inspect(mlflow_name)
     if mlflow is None or not mlflow.running:
-        raise NotRunning(
-            f"the stack {config.project!r} is not running: `mlstack restore` needs it",
-            "start it with `mlstack up`",
-        )
+        raise not_running(config, "restore")
     _require_data_services(stack, engine, "restore")
     with tempfile.TemporaryDirectory(prefix="mlstack-restore-") as tmp:
         report(Event("step", message=f"verifying {archive}"))

@@ -358,16 +358,9 @@ def backup(
     """Archive the database (pg_dump) and the bucket's objects into one .tar.gz (mode 0600)."""
     from mlstack import cli_output as out
     from mlstack.backup import create_backup
-    from mlstack.errors import NotRunning
-    from mlstack.stack import Stack
+    from mlstack.stack import open_existing
 
-    config = _load(ctx).config
-    stack = Stack.open(config)
-    if stack is None:
-        raise NotRunning(
-            f"the stack {config.project!r} has never been brought up: nothing to back up",
-            "start it with `mlstack up`",
-        )
+    stack = open_existing(_load(ctx).config, "backup")
     engine = _engine()
     with stack.state.lock("backup"), out.UpProgress(enabled=not json_) as progress:
         result = create_backup(stack, engine, output, force=force, report=progress.report)
@@ -391,18 +384,11 @@ def restore(
     holds runs or objects unless --force)."""
     from mlstack import cli_output as out
     from mlstack.backup import restore as restore_backup
-    from mlstack.errors import NotRunning
-    from mlstack.stack import Stack
+    from mlstack.stack import open_existing
 
     if timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout}", "e.g. --timeout 300")
-    config = _load(ctx).config
-    stack = Stack.open(config)
-    if stack is None:
-        raise NotRunning(
-            f"the stack {config.project!r} is not running: `mlstack restore` needs it",
-            "start it with `mlstack up`",
-        )
+    stack = open_existing(_load(ctx).config, "restore")
     engine = _engine()
     with stack.state.lock("restore"), out.UpProgress(enabled=not json_) as progress:
         result = restore_backup(

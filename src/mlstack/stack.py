@@ -186,23 +186,30 @@ def _in_network_check(auth: bool) -> list[str]:
     return ["python", "-S", "-c", api_check(5, auth=auth)]
 
 
+def not_running(config: StackConfig, command: str) -> NotRunning:
+    return NotRunning(
+        f"the stack {config.project!r} is not running: `mlstack {command}` needs it",
+        "start it with `mlstack up`",
+    )
+
+
+def open_existing(config: StackConfig, command: str) -> Stack:
+    """The stack, when it has been brought up before (it has secrets); NotRunning otherwise."""
+    stack = Stack.open(config)
+    if stack is None:
+        raise not_running(config, command)
+    return stack
+
+
 def require_running(config: StackConfig, engine: Engine, command: str) -> Stack:
     """The stack, when its tracking server runs and answers an API call; NotRunning otherwise.
 
     For commands that use the stack rather than manage it (`demo`, `serve`).
     """
-    stack = Stack.open(config)
-    info = engine.inspect(f"{config.project}-mlflow") if stack is not None else None
-    if (
-        stack is None
-        or info is None
-        or not info.running
-        or info.labels.get(LABEL_PROJECT) != config.project
-    ):
-        raise NotRunning(
-            f"the stack {config.project!r} is not running: `mlstack {command}` needs it",
-            "start it with `mlstack up`",
-        )
+    stack = open_existing(config, command)
+    info = engine.inspect(f"{config.project}-mlflow")
+    if info is None or not info.running or info.labels.get(LABEL_PROJECT) != config.project:
+        raise not_running(config, command)
     probe = run_probe(MlflowProbe("mlflow", config.tracking_uri, headers=stack.mlflow_headers()))
     if not probe.ok:
         raise NotRunning(

@@ -6,10 +6,13 @@ Each stack gets its own project name, state dir and free host ports, and is purg
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +133,13 @@ class Project:
         assert_no_secrets(args, values, captured.out, captured.err)
         return code, captured.out, captured.err
 
+    def printed_env(self, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+        """What `mlstack env --format json` prints for this project."""
+        code, out, err = self.cli(capsys, "env", "--format", "json")
+        assert code == 0, err
+        printed: dict[str, str] = json.loads(out)
+        return printed
+
     def leftovers(self) -> dict[str, list[str]]:
         """Every Docker object still labelled with this project."""
         api = self.engine._api
@@ -145,6 +155,36 @@ class Project:
         from mlstack.stack import down
 
         down(self.config, self.engine, purge=True)
+
+
+def client_process_env(printed: Mapping[str, str]) -> dict[str, str]:
+    """A tracking client's environment: what `mlstack env` gave, plus what any process has
+    (PATH, HOME), with MLflow told to fail fast instead of retrying for minutes."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env.update(printed)
+    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="60")
+    return env
+
+
+def run_client(
+    argv: list[str], env: Mapping[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python ARGV` (a script or `-c CODE`) as its own process, like a user's train.py."""
+    return subprocess.run(
+        [sys.executable, *argv],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def client_json(argv: list[str], env: Mapping[str, str], timeout: float = 300) -> Any:
+    """Run a client that must succeed; the JSON on its last line of stdout."""
+    done = run_client(argv, env, timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def make_project(

@@ -4,16 +4,12 @@ with only the tracking URI (as a user's script would)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
 import pytest
 
-from .conftest import Project
+from .conftest import Project, client_json, client_process_env
 
 # argv: experiment, runs, MB of random artifact per run, output dir
 WRITER = textwrap.dedent(
@@ -93,26 +89,11 @@ def client_env(project: Project) -> dict[str, str]:
     """What `mlstack env` prints (the tracking URI, artifacts kept proxied), and PATH/HOME."""
     from mlstack.client_env import client_env as stack_env
 
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env.update(stack_env(project.config, None).variables)
-    env.update(
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
-        MLFLOW_HTTP_REQUEST_TIMEOUT="60",
-    )
-    return env
+    return client_process_env(stack_env(project.config, None).variables)
 
 
 def python(code: str, args: list[str], env: dict[str, str]) -> Any:
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return client_json(["-c", code, *args], env)
 
 
 def write_runs(project: Project, experiment: str, runs: int, mb: float, out: str) -> list[str]:

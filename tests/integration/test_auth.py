@@ -4,9 +4,7 @@ PostgreSQL, probes and clients with the admin login, and auth turned on for an e
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 import urllib.error
 import urllib.request
@@ -18,7 +16,7 @@ import yaml
 
 from mlstack.health import basic_auth_header
 
-from .conftest import Project, free_ports
+from .conftest import Project, client_process_env, free_ports, run_client
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=5"
 
@@ -59,21 +57,11 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
 
 def env_of(out: str) -> dict[str, str]:
     """A process environment with only what `mlstack env --format json` printed (plus PATH)."""
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env.update(json.loads(out))
-    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="60")
-    return env
+    return client_process_env(json.loads(out))
 
 
 def python(code: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    return run_client(["-c", code, *args], env, 240)
 
 
 def auth_tables(project: Project) -> list[str]:

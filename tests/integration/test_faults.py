@@ -22,32 +22,18 @@ import pytest
 from mlstack.engine import Engine
 from mlstack.errors import ExitCode
 
-from .conftest import Project, free_ports, make_project
+from .conftest import Project, client_json, client_process_env, free_ports, make_project
 
 CLIENT = Path(__file__).with_name("faults_client.py")
 SERVICES = ("postgres", "storage", "mlflow")
 
 
 def client_env(project: Project, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
-    code, out, err = project.cli(capsys, "env", "--format", "json")
-    assert code == 0, err
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env.update(json.loads(out))
-    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="60")
-    return env
+    return client_process_env(project.printed_env(capsys))
 
 
 def client(mode: str, args: list[str], env: dict[str, str]) -> dict[str, dict[str, object]]:
-    done = subprocess.run(
-        [sys.executable, str(CLIENT), mode, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, dict[str, object]] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, dict[str, object]] = client_json([str(CLIENT), mode, *args], env, 600)
     return result
 
 

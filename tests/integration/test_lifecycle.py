@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 
 from mlstack.health import s3_client
 
-from .conftest import Project
+from .conftest import Project, client_json, client_process_env
 
 # Logs a run the way a user's train.py would, with nothing but what `mlstack env` prints.
 CLIENT = textwrap.dedent(
@@ -71,15 +68,10 @@ READER = textwrap.dedent(
 
 
 def client_env(project: Project, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
-    """Only what `mlstack env` prints, plus what any process has (PATH, HOME)."""
-    code, out, _ = project.cli(capsys, "env", "--format", "json")
-    assert code == 0
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env.update(json.loads(out))
+    """Only what `mlstack env` prints, with multipart thresholds lowered to exercise them."""
+    env = client_process_env(project.printed_env(capsys))
     assert not any(k.startswith("AWS_") for k in env), "the client must not need S3 keys"
     env.update(
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",  # fail fast instead of retrying for minutes
-        MLFLOW_HTTP_REQUEST_TIMEOUT="60",
         MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE=str(5 * 1024 * 1024),
         MLFLOW_MULTIPART_DOWNLOAD_MINIMUM_FILE_SIZE=str(5 * 1024 * 1024),
         MLFLOW_MULTIPART_DOWNLOAD_CHUNK_SIZE=str(5 * 1024 * 1024),
@@ -88,16 +80,8 @@ def client_env(project: Project, capsys: pytest.CaptureFixture[str]) -> dict[str
 
 
 def python(code: str, args: list[str], env: dict[str, str]) -> dict[str, object]:
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = client_json(["-c", code, *args], env, 240)
+    return result
 
 
 def test_up_track_down_up_purge(
