@@ -28,6 +28,7 @@ def test_running_stack(seaweed_project: Project, capsys: pytest.CaptureFixture[s
         "secrets.env": 0o600,
         ".env": 0o600,
         "docker-compose.yml": 0o644,
+        "mlflow-image.json": 0o600,  # which MLflow image last ran on the database (upgrades)
     }
 
     # up on a healthy stack changes nothing
