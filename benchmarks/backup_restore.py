@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import yaml
+from time_to_ready import free_ports  # run as a script: benchmarks/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 WRITER = textwrap.dedent(
@@ -43,18 +44,6 @@ WRITER = textwrap.dedent(
             os.remove(path)
     """
 )
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def mlstack(config: Path, *args: str) -> tuple[float, str]:

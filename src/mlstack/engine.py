@@ -159,17 +159,7 @@ class Engine:
     # --- images --------------------------------------------------------------------------
 
     def image_present(self, ref: str) -> bool:
-        import docker.errors
-
-        try:
-            self._api.inspect_image(ref)
-        except docker.errors.ImageNotFound:
-            return False
-        except docker.errors.APIError as e:
-            if e.status_code == 404:
-                return False
-            raise MlstackError(f"cannot inspect image {ref}: {e.explanation}") from None
-        return True
+        return self.image_id(ref) is not None
 
     def image_id(self, ref: str) -> str | None:
         """The local image's id (sha256:...), None when it is not present."""
