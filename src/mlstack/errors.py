@@ -1,16 +1,19 @@
 """Every failure mlstack reports, with the hint that fixes it and its exit code, in one place.
 
 The CLI catches `MlstackError` at the top and prints one line, `error: <message>; hint: <hint>`;
-anything else is a bug and exits 1 (with the traceback only under --debug).
+anything else is a bug and exits 1 (with the traceback only under --debug). Errors raised while
+translating a library's exception keep it as their cause (`raise ... from e`), so --debug shows
+Docker's, PostgreSQL's or S3's own words too.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 
 
+@unique
 class ExitCode(IntEnum):
-    """Documented exit codes (README, "Exit codes")."""
+    """Documented exit codes (README, "Exit codes"); `@unique` refuses two names for one code."""
 
     OK = 0
     INTERNAL = 1
@@ -52,11 +55,35 @@ class UsageError(MlstackError):
     exit_code = ExitCode.USAGE
 
 
-class EngineUnavailable(MlstackError):
+class ArchiveError(MlstackError):
+    """A backup archive that cannot be read or written (missing, corrupt, not ours)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class EngineError(MlstackError):
+    """The Docker engine refused a call (its explanation is the message, its error the cause)."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot be reached, or the user may not use it."""
+
     exit_code = ExitCode.ENGINE
 
 
+class ObjectMissing(EngineError):
+    """A container, network, volume or image the call named does not exist."""
+
+
 class Conflict(MlstackError):
+    exit_code = ExitCode.CONFLICT
+
+
+class EngineConflict(Conflict, EngineError):
+    """The engine refused a call because of the state of an object (HTTP 409)."""
+
     exit_code = ExitCode.CONFLICT
 
 
@@ -88,6 +115,14 @@ class NotRunning(MlstackError):
     exit_code = ExitCode.NOT_RUNNING
 
 
+class NotReady(NotRunning):
+    """A service does not answer (refused, reset, timed out, still starting): worth waiting for.
+
+    The readiness loop retries it and quotes the last one when its deadline passes; anywhere
+    else it means what it says, the stack (or that service) is not running.
+    """
+
+
 def exit_code_for(error: BaseException) -> int:
     """The process exit code for any exception reaching the top of the CLI."""
     if isinstance(error, MlstackError):
@@ -95,9 +130,3 @@ def exit_code_for(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.INTERNAL)
-
-
-class ArchiveError(MlstackError):
-    """A backup archive that cannot be read or written (missing, corrupt, not ours)."""
-
-    exit_code = ExitCode.USAGE

@@ -1,22 +1,25 @@
-"""Readiness: probes that do real work from the host, and one polling loop with a deadline.
+"""Readiness: probes that do real work, and one polling loop with a deadline.
 
 A probe passes only when a client could use the service: PostgreSQL answers an authenticated
-query, S3 an authenticated list_buckets, MLflow both /health and a real API call (/health is
-exempt from MLflow's Host check, so on its own it passes while every real client gets 403).
+query, S3 an authenticated list_buckets, MLflow both /health and a real API call. The loop
+retries only what waiting can fix (`TRANSIENT`); anything else fails at once, so a wrong password
+is said in a second and a bug in a probe is not mistaken for a slow service.
 """
 
 from __future__ import annotations
 
-import functools
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from mlstack.errors import MlstackError, ServiceUnhealthy, StateError
+from mlstack.adapters import mlflow_http, postgres, s3
+from mlstack.errors import NotReady, ServiceUnhealthy
+
+# What a probe may raise while a service starts: NotReady from the adapters, and the OS's own
+# network errors (refused, reset, timed out) from probes that reach sockets themselves.
+TRANSIENT: tuple[type[BaseException], ...] = (NotReady, OSError)
 
 
 class Probe(Protocol):
@@ -36,13 +39,19 @@ class ProbeResult:
     detail: str
 
 
+def describe(error: BaseException) -> str:
+    """An error as one line of at most 300 characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
 def run_probe(probe: Probe, clock: Callable[[], float] = time.perf_counter) -> ProbeResult:
-    """Run a probe once, never raising: for `status`."""
+    """Run a probe once, never raising: for `status`, where a failure is data."""
     start = clock()
     try:
         probe.check()
-    except Exception as e:  # a probe's failure is data here, not an error
-        return ProbeResult(probe.service, False, clock() - start, _describe(e))
+    except Exception as e:
+        return ProbeResult(probe.service, False, clock() - start, describe(e))
     return ProbeResult(probe.service, True, clock() - start, "ok")
 
 
@@ -59,96 +68,27 @@ def answering(state: str, probe: ProbeResult | None) -> bool:
     return state == "running" and probe is not None and probe.ok
 
 
-def _describe(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
+# --- probes ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class PostgresProbe:
     service: str
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str = "postgres"
+    target: postgres.PgTarget
     timeout: float = 2.0
 
     def check(self) -> None:
-        import psycopg2
-
-        try:
-            conn = psycopg2.connect(
-                host=self.host.strip("[]"),
-                port=self.port,
-                user=self.user,
-                password=self.password,
-                dbname=self.database,
-                connect_timeout=max(1, int(self.timeout)),
-            )
-        except psycopg2.OperationalError as e:
-            if "password authentication failed" in str(e):
-                # Not transient: waiting longer will not change the password in the volume.
-                raise StateError(
-                    "PostgreSQL rejected the stack's password: its data volume was created with "
-                    "other credentials",
-                    "restore the secrets.env that belongs to this volume, or reset everything "
-                    "with `mlstack down --purge`",
-                    service=self.service,
-                ) from None
-            raise
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                cur.fetchone()
-        finally:
-            conn.close()
-
-
-@functools.cache
-def s3_client(endpoint: str, access_key: str, secret_key: str, timeout: float = 3.0) -> object:
-    """A boto3 S3 client for the stack's storage: path-style, SigV4, no retries (we poll).
-
-    Cached: creating a client costs a few hundred milliseconds, and probes call this in a loop.
-    """
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name="us-east-1",
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            retries={"max_attempts": 1, "mode": "standard"},
-        ),
-    )
+        postgres.ping(self.target, self.timeout)
 
 
 @dataclass(frozen=True)
 class S3Probe:
     service: str
-    endpoint: str
-    access_key: str
-    secret_key: str
+    target: s3.S3Target
     timeout: float = 3.0
 
     def check(self) -> None:
-        client = s3_client(self.endpoint, self.access_key, self.secret_key, self.timeout)
-        client.list_buckets()  # type: ignore[attr-defined]
-
-
-def basic_auth_header(user: str, password: str) -> dict[str, str]:
-    """HTTP basic auth, as MLflow's basic-auth app expects it."""
-    import base64
-
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+        s3.ping(self.target, self.timeout)
 
 
 @dataclass(frozen=True)
@@ -158,47 +98,20 @@ class MlflowProbe:
     timeout: float = 3.0
     headers: Mapping[str, str] | None = None
 
-    def _get(self, path: str) -> str:
-        url = self.base_url + path
-        request = urllib.request.Request(url, headers=dict(self.headers or {}))  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http only)
-                return str(response.read().decode(errors="replace"))
-        except urllib.error.HTTPError as e:
-            body = e.read().decode(errors="replace")[:200]
-            if e.code == 401 and self.headers:
-                # Not transient: the admin user exists before the server listens.
-                raise StateError(
-                    "MLflow rejected the admin credentials in the stack's secrets file: its auth "
-                    "database holds another password for that user",
-                    "restore the secrets file that belongs to this stack's volumes, or set the "
-                    "admin password back through MLflow's API",
-                    service=self.service,
-                ) from None
-            raise RuntimeError(f"GET {path} -> HTTP {e.code}: {body}") from None
-
     def check(self) -> None:
-        body = self._get("/health")
-        if body.strip() != "OK":
-            raise RuntimeError(f"GET /health answered {body[:80]!r}, expected 'OK'")
-        self._get("/api/2.0/mlflow/experiments/search?max_results=1")
+        mlflow_http.check_tracking_server(self.base_url, headers=self.headers, timeout=self.timeout)
 
 
 @dataclass(frozen=True)
 class HttpProbe:
-    """GET a URL from the host; passes on HTTP 200 (a model server's /ping)."""
+    """GET a URL; passes on HTTP 200 (a model server's /ping)."""
 
     service: str
     url: str
     timeout: float = 3.0
 
     def check(self) -> None:
-        try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as response:  # noqa: S310 (http only)
-                response.read()
-        except urllib.error.HTTPError as e:
-            body = e.read().decode(errors="replace")[:200]
-            raise RuntimeError(f"GET {self.url} -> HTTP {e.code}: {body}") from None
+        mlflow_http.get(self.url, timeout=self.timeout, service=self.service)
 
 
 @dataclass(frozen=True)
@@ -212,20 +125,32 @@ class CallableProbe:
         self.fn()
 
 
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def _never_exited(service: str) -> str | None:
+    return None
+
+
+def _ignore(service: str, seconds: float) -> None:
+    return None
+
+
 def wait_ready(
     probes: Sequence[Probe],
     *,
     timeout: float,
     interval: float = 0.1,
-    exited: Callable[[str], str | None] = lambda service: None,
-    on_ready: Callable[[str, float], None] = lambda service, seconds: None,
+    exited: Callable[[str], str | None] = _never_exited,
+    on_ready: Callable[[str, float], None] = _ignore,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, float]:
     """Poll every probe until all pass; {service: seconds to ready}.
 
-    Fails fast when `exited(service)` says the container is gone (it returns why), and at the
-    deadline with the last error each pending probe saw.
+    Fails fast when `exited(service)` says the container is gone (it returns why) or a probe
+    raises something not in TRANSIENT, and at the deadline with the last error each pending
+    probe saw.
     """
     start = clock()
     deadline = start + timeout
@@ -243,10 +168,8 @@ def wait_ready(
                 )
             try:
                 probe.check()
-            except MlstackError:
-                raise  # a probe that knows waiting will not help
-            except Exception as e:  # not ready yet: keep the reason for the timeout message
-                last_error[probe.service] = _describe(e)
+            except TRANSIENT as e:  # not ready yet: keep the reason for the timeout message
+                last_error[probe.service] = describe(e)
                 continue
             ready[probe.service] = clock() - start
             on_ready(probe.service, ready[probe.service])

@@ -1,4 +1,5 @@
-"""Where a project's state lives on this machine: secrets, the rendered files and the lock.
+"""Where a project's state lives on this machine: secrets, the rendered files, the lock, and the
+record of which MLflow image last ran on its database.
 
 One directory per project (`<state>/<project>/`), so two projects never share anything and
 `down --purge` can remove exactly one of them.
@@ -8,13 +9,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mlstack.errors import StackBusy, StateError
+
+IMAGE_RECORD = "mlflow-image.json"
 
 
 def state_root(env: Mapping[str, str] | None = None) -> Path:
@@ -51,6 +56,17 @@ class ProjectState:
     @property
     def lock_file(self) -> Path:
         return self.root / "lock"
+
+    @property
+    def image_record(self) -> Path:
+        return self.root / IMAGE_RECORD
+
+    def backups_dir(self) -> Path:
+        """Where `up` keeps the backups it takes before migrating (0700)."""
+        path = self.root / "backups"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+        return path
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -103,19 +119,35 @@ class ProjectState:
             os.close(fd)  # the holder removed this file as we opened it: take the new one
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, atomically (never a moment with wider permissions)."""
+@contextmanager
+def private_file(path: Path, *, replace: bool = True) -> Iterator[BinaryIO]:
+    """A file only its owner can read, written under a temporary name and moved into place
+    when the block ends (fsynced): never a half-written file, never wider permissions.
+
+    With `replace=False` an existing `path` is never clobbered, not even one that appeared while
+    writing: FileExistsError, and nothing changed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails when `path` exists
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a text file only its owner can read, atomically."""
+    with private_file(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def check_private(path: Path) -> None:
@@ -126,3 +158,29 @@ def check_private(path: Path) -> None:
             f"{path} is readable by other users (mode {mode:o})",
             f"run: chmod 600 {path}",
         )
+
+
+# --- which MLflow image last ran on the database ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An MLflow image by reference (what to set mlflow.image back to) and by id (what ran)."""
+
+    image: str
+    image_id: str
+
+
+def read_image_record(state: ProjectState) -> ImageRecord | None:
+    try:
+        data = json.loads(state.image_record.read_text(encoding="utf-8"))
+        return ImageRecord(str(data["image"]), str(data["image_id"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or unreadable: treated as unknown, which only costs a migration
+
+
+def record_image(state: ProjectState, image: str, image_id: str) -> None:
+    """Remember the image that runs on the database now (an unknown id never replaces one)."""
+    if not image_id or read_image_record(state) == ImageRecord(image, image_id):
+        return
+    write_private(state.image_record, json.dumps({"image": image, "image_id": image_id}))

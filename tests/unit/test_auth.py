@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from mlstack import secrets as secrets_store
+from mlstack import credentials as secrets_store
+from mlstack.adapters.mlflow_env import activate, client_env
 from mlstack.cli import run
-from mlstack.client_env import activate, client_env
+from mlstack.commands.up import exposed_warning
 from mlstack.config import StackConfig
-from mlstack.secrets import AUTH_KEYS, StackSecrets
-from mlstack.stack import Stack, exposed_warning, log_hint
+from mlstack.credentials import AUTH_KEYS, StackSecrets
+from mlstack.project.backends import HostBackends
+from mlstack.project.context import Project
+from mlstack.project.watch import log_hint
 from mlstack.state import ProjectState
 
 OLD_FILE = (
@@ -100,7 +103,7 @@ def test_env_command_with_auth(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert run(["--set", "auth=true", "env"]) == 0
     hidden = capsys.readouterr()
-    password = Stack.open(StackConfig()).secrets.MLFLOW_AUTH_ADMIN_PASSWORD  # type: ignore[union-attr]
+    password = Project.open(StackConfig()).secrets.MLFLOW_AUTH_ADMIN_PASSWORD  # type: ignore[union-attr]
     assert password not in hidden.out and password not in hidden.err
     assert "MLFLOW_TRACKING_PASSWORD" not in hidden.out
     assert len(hidden.err.strip().splitlines()) == 1
@@ -112,12 +115,12 @@ def test_env_command_with_auth(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_probes_send_the_admin_login_only_with_auth() -> None:
-    off = Stack.open(StackConfig(), create_secrets=True)
-    on = Stack.open(StackConfig(auth=True), create_secrets=True)
+    off = Project.open(StackConfig(), create_secrets=True)
+    on = Project.open(StackConfig(auth=True), create_secrets=True)
     assert off is not None and on is not None
     assert off.mlflow_headers() == {}
     assert on.mlflow_headers()["Authorization"].startswith("Basic ")
-    assert on.probes()["mlflow"].headers == on.mlflow_headers()  # type: ignore[attr-defined]
+    assert HostBackends(on).probes()["mlflow"].headers == on.mlflow_headers()  # type: ignore[attr-defined]
 
 
 def test_exposed_warning_recommends_auth_only_when_it_is_off() -> None:
@@ -152,7 +155,7 @@ def test_missing_flask_wtf_gets_a_hint() -> None:
 def test_reading_commands_work_with_an_old_file_and_auth_on(isolated_state: Path) -> None:
     """`auth: true` set, no `up` since: status, logs, demo and serve still open the stack."""
     write_old_file(ProjectState.for_project("mlstack"))
-    stack = Stack.open(StackConfig(auth=True))
+    stack = Project.open(StackConfig(auth=True))
     assert stack is not None and not stack.secrets.has_auth
     assert stack.mlflow_headers() == {}
     assert "--app-name" in " ".join(stack.service("mlflow").command or ())

@@ -9,35 +9,29 @@ import json
 import stat
 import tarfile
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlstack.backup import (
+from mlstack.adapters.archive import (
     DATABASE,
     FORMAT,
     MANIFEST,
     Entry,
     Manifest,
     ObjectEntry,
-    _write_archive,
     default_name,
     parse_manifest,
     read_archive,
+    write_archive,
 )
 from mlstack.engine import ContainerInfo
 from mlstack.errors import ArchiveError, Conflict, ExitCode
-from mlstack.state import ProjectState
-from mlstack.upgrade import (
-    ImageRecord,
-    may_need_migration,
-    needs_migration,
-    previous_image,
-    read_record,
-    record_image,
-)
+from mlstack.project.migration import may_need_migration, needs_migration, previous_image
+from mlstack.state import ImageRecord, ProjectState, record_image
+from mlstack.state import read_image_record as read_record
 
 
 def _entry(data: bytes) -> tuple[int, str]:
@@ -75,7 +69,7 @@ def _archive(tmp_path: Path, objects: dict[str, bytes] | None = None) -> tuple[P
         files.append((ObjectEntry(*_entry(data), key), path))
     manifest = _manifest(dump.read_bytes(), objects)
     target = tmp_path / "backup.tar.gz"
-    _write_archive(target, manifest, dump, files, force=False)
+    write_archive(target, manifest, dump, files, force=False)
     return target, manifest
 
 
@@ -130,7 +124,7 @@ def test_manifest_rejects_duplicate_keys_and_non_json() -> None:
 
 
 def test_default_name_is_utc() -> None:
-    when = datetime(2026, 11, 28, 2, 3, 4, tzinfo=UTC)
+    when = datetime(2026, 11, 28, 2, 3, 4, tzinfo=timezone.utc)
     assert default_name("exp2", when) == "mlstack-exp2-20261128T020304Z.tar.gz"
 
 
@@ -159,7 +153,7 @@ def test_archive_never_overwritten_without_force(tmp_path: Path) -> None:
     before = path.read_bytes()
     dump = tmp_path / "src" / "dump"
     with pytest.raises(Conflict, match="already exists"):
-        _write_archive(path, manifest, dump, [], force=False)
+        write_archive(path, manifest, dump, [], force=False)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -212,16 +206,13 @@ def _container(image_id: str) -> ContainerInfo:
     return ContainerInfo(
         id="c",
         name="p-mlflow",
-        service="mlflow",
-        project="p",
         image="mlflow:old",
         state="exited",
         health=None,
         exit_code=0,
-        spec_hash="",
         restart_count=0,
         ports={},
-        labels={},
+        labels={"io.mlstack.project": "p", "io.mlstack.service": "mlflow"},
         image_id=image_id,
     )
 

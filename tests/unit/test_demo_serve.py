@@ -9,19 +9,25 @@ import shlex
 import socket
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from mlstack import demo, serve
-from mlstack.cli import run
+from mlstack import labels
+from mlstack.adapters import registry, requirements
+from mlstack.cli import options, run
+from mlstack.commands import demo, serve
+from mlstack.commands.logs import resolve_service
+from mlstack.commands.status import Overall, Row, overall_status, served_rows
 from mlstack.config import StackConfig
-from mlstack.engine import ContainerInfo, Engine
+from mlstack.engine import ContainerInfo
+from mlstack.engine.docker import DockerEngine
 from mlstack.errors import ExitCode, MlstackError, ServiceUnhealthy, UsageError
 from mlstack.health import ProbeResult
-from mlstack.services import LABEL_PROJECT, LABEL_SERVICE
-from mlstack.stack import Overall, ServiceStatus, Stack, overall_status, resolve_service
+from mlstack.project import served
+from mlstack.project.context import Project
+from mlstack.project.watch import log_gist
+from tests.fakes import FakeEngine, exits
 
 
 @pytest.fixture
@@ -56,7 +62,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     ],
 )
 def test_model_uri_forms(uri: str, expected: dict[str, str]) -> None:
-    ref = serve.parse_model_uri(uri)
+    ref = registry.parse_model_uri(uri)
     for key, value in expected.items():
         assert getattr(ref, key) == value, key
 
@@ -74,27 +80,27 @@ def test_model_uri_forms(uri: str, expected: dict[str, str]) -> None:
 )
 def test_bad_model_uris_are_usage_errors(uri: str, message: str) -> None:
     with pytest.raises(UsageError) as caught:
-        serve.parse_model_uri(uri)
+        registry.parse_model_uri(uri)
     assert message in caught.value.message
     assert caught.value.hint
 
 
 def test_default_names_are_docker_safe() -> None:
-    assert serve.default_name(serve.parse_model_uri("models:/mlstack-demo@champion")) == (
+    assert registry.default_name(registry.parse_model_uri("models:/mlstack-demo@champion")) == (
         "mlstack-demo"
     )
-    assert serve.default_name(serve.parse_model_uri("models:/My Model!/2")) == "my-model"
-    assert serve.default_name(serve.parse_model_uri("runs:/0123456789abcdef/model")) == (
+    assert registry.default_name(registry.parse_model_uri("models:/My Model!/2")) == "my-model"
+    assert registry.default_name(registry.parse_model_uri("runs:/0123456789abcdef/model")) == (
         "run-01234567"
     )
     for uri in ("models:/My Model!/2", "models:/" + "x" * 80 + "/1", "runs:/abc/model"):
-        serve.check_name(serve.default_name(serve.parse_model_uri(uri)))
+        served.check_name(registry.default_name(registry.parse_model_uri(uri)))
 
 
 @pytest.mark.parametrize("name", ["Bad", "-x", "a b", "a/b", "", "x" * 41])
 def test_bad_serve_names(name: str) -> None:
     with pytest.raises(UsageError):
-        serve.check_name(name)
+        served.check_name(name)
 
 
 # --- requirements, payloads, logs ------------------------------------------------------------
@@ -103,13 +109,13 @@ def test_bad_serve_names(name: str) -> None:
 def test_requirement_mismatches() -> None:
     installed = {"mlflow": "3.17.2", "scikit-learn": "1.9.1", "numpy": "2.4.6"}
     assert (
-        serve.requirement_mismatches(
+        requirements.requirement_mismatches(
             ["mlflow==3.17.2", "scikit_learn==1.9.1", "numpy>=2", "# comment", "", "-r extra.txt"],
             installed,
         )
         == []
     )
-    problems = serve.requirement_mismatches(
+    problems = requirements.requirement_mismatches(
         ["scikit-learn==1.5.0", "xgboost==2.0", "numpy; python_version < '3'", "not a req ((("],
         installed,
     )
@@ -121,7 +127,7 @@ def test_requirement_mismatches() -> None:
 
 
 def test_environment_warnings_name_the_differences() -> None:
-    model = serve.ResolvedModel(
+    model = registry.ResolvedModel(
         uri="models:/m/1",
         served_uri="models:/m/1",
         artifact_location="x",
@@ -129,15 +135,36 @@ def test_environment_warnings_name_the_differences() -> None:
         python_version="3.12.1",
         requirements=["mlflow==3.1.0"],
     )
-    warnings = serve.environment_warnings(model, {"mlflow": "3.17.2"}, "3.11", "img:1")
+    warnings = requirements.environment_warnings(
+        model.requirements,
+        model.mlflow_version,
+        model.python_version,
+        {"mlflow": "3.17.2"},
+        "3.11",
+        "img:1",
+    )
     assert len(warnings) == 3
     assert "mlflow==3.1.0 (the image has 3.17.2)" in warnings[0]
     assert "MLflow 3.1.0" in warnings[1] and "Python 3.12.1" in warnings[2]
-    same = serve.ResolvedModel(
-        uri="u", served_uri="u", artifact_location="x", mlflow_version="3.17.2",
-        python_version="3.11.7", requirements=["mlflow==3.17.2"],
-    )  # fmt: skip
-    assert serve.environment_warnings(same, {"mlflow": "3.17.2"}, "3.11", "img:1") == []
+    same = registry.ResolvedModel(
+        uri="u",
+        served_uri="u",
+        artifact_location="x",
+        mlflow_version="3.17.2",
+        python_version="3.11.7",
+        requirements=["mlflow==3.17.2"],
+    )
+    assert (
+        requirements.environment_warnings(
+            same.requirements,
+            same.mlflow_version,
+            same.python_version,
+            {"mlflow": "3.17.2"},
+            "3.11",
+            "img:1",
+        )
+        == []
+    )
 
 
 def test_payload_is_trimmed_and_curl_is_pasteable() -> None:
@@ -148,11 +175,11 @@ def test_payload_is_trimmed_and_curl_is_pasteable() -> None:
             "data": [[i, i * 2] for i in range(10)],
         }
     }
-    trimmed = serve.trim_payload(payload)
+    trimmed = registry.trim_payload(payload)
     assert trimmed["dataframe_split"]["data"] == [[0, 0], [1, 2], [2, 4]]
     assert trimmed["dataframe_split"]["index"] == [0, 1, 2]
     assert payload["dataframe_split"]["index"] == list(range(10))  # not modified
-    assert serve.trim_payload({"inputs": [[1], [2], [3], [4]]}) == {"inputs": [[1], [2], [3]]}
+    assert registry.trim_payload({"inputs": [[1], [2], [3], [4]]}) == {"inputs": [[1], [2], [3]]}
     command = serve.curl_command("http://127.0.0.1:5060", trimmed)
     words = shlex.split(command)
     assert words[:5] == ["curl", "-s", "-X", "POST", "http://127.0.0.1:5060/invocations"]
@@ -173,7 +200,7 @@ def test_log_excerpt_keeps_the_errors_not_the_frames() -> None:
             "RuntimeError: this model refuses to load",
         ]
     )
-    assert serve.log_excerpt(log) == "INFO starting\nRuntimeError: this model refuses to load"
+    assert log_gist(log) == "INFO starting\nRuntimeError: this model refuses to load"
 
 
 # --- the demo's grid, selection and plot -------------------------------------------------------
@@ -233,10 +260,10 @@ def test_demo_without_scikit_learn_says_what_to_install(
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "sklearn", None)  # `import sklearn` raises ImportError
 
-    def no_engine(*args: Any, **kwargs: Any) -> Engine:
+    def no_engine() -> FakeEngine:
         raise AssertionError("the engine must not be needed to say what to install")
 
-    monkeypatch.setattr(Engine, "connect", no_engine)
+    monkeypatch.setattr(options, "engine", no_engine)
     code, out, err = cli(capsys, "demo")
     assert code == ExitCode.USAGE, err
     assert err.splitlines() == [
@@ -267,7 +294,7 @@ def test_serve_and_demo_bad_input(
     args: list[str],
     message: str,
 ) -> None:
-    monkeypatch.setattr(Engine, "connect", lambda *a, **k: pytest.fail("engine touched"))
+    monkeypatch.setattr(options, "engine", lambda: pytest.fail("engine touched"))
     code, _, err = cli(capsys, *args)
     assert code == ExitCode.USAGE, err
     assert message in err and "Traceback" not in err
@@ -290,69 +317,64 @@ def test_logs_accepts_served_models() -> None:
 # --- status ------------------------------------------------------------------------------------
 
 
-def _info(name: str, state: str, labels: dict[str, str], restarts: int = 0) -> ContainerInfo:
+def _info(name: str, state: str, container_labels: dict[str, str]) -> ContainerInfo:
     return ContainerInfo(
         id=name,
         name=name,
-        service=labels.get(LABEL_SERVICE, ""),
-        project=labels.get(LABEL_PROJECT, ""),
         image="img",
         state=state,
         health=None,
         exit_code=0 if state == "running" else 137,
-        spec_hash="",
-        restart_count=restarts,
+        restart_count=0,
         ports={},
-        labels=labels,
+        labels=container_labels,
     )
 
 
 def _served_labels(name: str, port: int) -> dict[str, str]:
     return {
-        LABEL_PROJECT: "p",
-        LABEL_SERVICE: serve.SERVICE,
-        serve.LABEL_NAME: name,
-        serve.LABEL_PORT: str(port),
-        serve.LABEL_MODEL_URI: "models:/wine@champion",
-        serve.LABEL_MODEL_SERVED: "models:/wine/2",
-        serve.LABEL_MODEL_VERSION: "2",
+        labels.PROJECT: "p",
+        labels.SERVICE: served.SERVICE,
+        labels.SERVE_NAME: name,
+        labels.SERVE_PORT: str(port),
+        labels.MODEL_URI: "models:/wine@champion",
+        labels.MODEL_SERVED: "models:/wine/2",
+        labels.MODEL_VERSION: "2",
     }
 
 
 def test_a_served_model_that_is_down_shows_its_fix() -> None:
     config = StackConfig(project="p")
-    rows = serve.served_status(
-        config, [_info("p-serve-wine", "exited", _served_labels("wine", 5099))]
-    )
+    rows = served_rows(config, [_info("p-serve-wine", "exited", _served_labels("wine", 5099))])
     (row,) = rows
     assert not row.healthy and row.problem == "exited (exit code 137)"
     assert "mlstack logs serve-wine" in row.fix
     assert "mlstack serve models:/wine@champion --name wine --port 5099" in row.fix
     assert row.version == "2" and row.url == "http://127.0.0.1:5099"
+    assert row.name == "wine" and row.service == "serve-wine"
 
 
 def test_a_served_model_that_does_not_answer_is_reported(unused_port: int) -> None:
     config = StackConfig(project="p")
-    (row,) = serve.served_status(
+    (row,) = served_rows(
         config, [_info("p-serve-wine", "running", _served_labels("wine", unused_port))]
     )
     assert row.probe is not None and not row.probe.ok
     assert row.problem.startswith("/ping does not answer") and "still be loading" in row.fix
 
 
-def _service(name: str, ok: bool) -> ServiceStatus:
-    probe = ProbeResult(name, ok, 0.01, "ok" if ok else "refused")
-    return ServiceStatus(name, f"p-{name}", "running", "healthy", "", probe)
+def _row(name: str, state: str, probe: ProbeResult | None) -> Row:
+    return Row(name, name, f"p-{name}", state, None, "", probe)
 
 
 def test_served_models_degrade_the_overall_status_only_when_unhealthy() -> None:
-    services = [_service(n, True) for n in ("postgres", "storage", "mlflow")]
-    up = serve.ServedStatus("a", "p-serve-a", "running", None, "u", "u", None, "", _ok("a"))
-    down = serve.ServedStatus("b", "p-serve-b", "exited", None, "u", "u", None, "", None)
+    services = [_row(n, "running", _ok(n)) for n in ("postgres", "storage", "mlflow")]
+    up = _row("serve-a", "running", _ok("a"))
+    down = _row("serve-b", "exited", None)
     assert overall_status(services, []) is Overall.HEALTHY
     assert overall_status(services, [up]) is Overall.HEALTHY
     assert overall_status(services, [up, down]) is Overall.DEGRADED
-    stopped = [ServiceStatus(n, f"p-{n}", "missing", None, "", None) for n in ("postgres",)]
+    stopped = [_row(n, "missing", None) for n in ("postgres",)]
     assert overall_status(stopped, [up]) is Overall.NOT_RUNNING
 
 
@@ -360,49 +382,17 @@ def _ok(name: str) -> ProbeResult:
     return ProbeResult(name, True, 0.01, "ok")
 
 
-# --- a deployment that fails leaves nothing behind (fake engine) ------------------------------
+# --- a deployment that fails leaves nothing behind (FakeEngine) --------------------------------
 
-
-@dataclass
-class FakeEngine:
-    """Records calls; the created container exits at once with a log."""
-
-    created: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    started: list[str] = field(default_factory=list)
-    log: str = "INFO loading\nTraceback (most recent call last):\n  File x\nRuntimeError: no luck"
-
-    def inspect(self, name: str) -> ContainerInfo | None:
-        if name in self.created and name not in self.removed:
-            labels = {LABEL_PROJECT: "p", LABEL_SERVICE: serve.SERVICE}
-            return _info(name, "exited", labels)
-        return None
-
-    def image_present(self, ref: str) -> bool:
-        return True
-
-    def create(self, spec: Any, network: str, aliases: list[str]) -> str:
-        self.created.append(spec.container_name)
-        self.spec = spec
-        self.network = network
-        return spec.container_name
-
-    def start(self, name: str) -> None:
-        self.started.append(name)
-
-    def remove(self, name: str) -> None:
-        self.removed.append(name)
-
-    def log_tail(self, name: str, lines: int = 20) -> str:
-        return self.log
+LOG = "INFO loading\nTraceback (most recent call last):\n  File x\nRuntimeError: no luck\n"
 
 
 @pytest.fixture
-def fake_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def fake_project(monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     config = StackConfig(project="p", mlflow={"port": 5999})
-    stack = Stack.open(config, create_secrets=True)
-    assert stack is not None
-    model = serve.ResolvedModel(
+    project = Project.open(config, create_secrets=True)
+    assert project is not None
+    model = registry.ResolvedModel(
         uri="models:/wine@champion",
         served_uri="models:/wine/2",
         artifact_location="mlflow-artifacts:/1/models/m-1/artifacts",
@@ -410,27 +400,45 @@ def fake_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         version="2",
         payload={"inputs": [[1.0, 2.0]]},
     )
-    monkeypatch.setattr(serve, "require_running", lambda config, engine, command: stack)
+    monkeypatch.setattr(serve, "require_running", lambda config, engine, command: project)
     monkeypatch.setattr(serve, "resolve_model", lambda uri, ref: model)
-    monkeypatch.setattr(serve, "activate", lambda config, secrets_: None)
-    yield stack
+    monkeypatch.setattr(serve, "activate", lambda config, creds: None)
+    yield project
+
+
+def _engine(project: Project) -> FakeEngine:
+    engine = FakeEngine(images={project.config.mlflow.image: "sha256:mlflow"})
+    engine.behaviours[served.SERVICE] = exits(137, LOG + project.secrets.POSTGRES_PASSWORD)
+    return engine
 
 
 def test_a_model_server_that_exits_is_removed_with_its_log(
-    fake_stack: Stack, unused_port: int
+    fake_project: Project, unused_port: int
 ) -> None:
-    engine = FakeEngine()
+    engine = _engine(fake_project)
     with pytest.raises(ServiceUnhealthy) as caught:
         serve.serve(
-            fake_stack.config, engine, "models:/wine@champion", port=unused_port, timeout=60
+            fake_project.config, engine, "models:/wine@champion", port=unused_port, timeout=60
         )
     error = caught.value
-    assert engine.created == ["p-serve-wine"] and engine.removed == ["p-serve-wine"]
+    assert ("create", "p-serve-wine") in engine.calls and ("remove", "p-serve-wine") in engine.calls
+    assert engine.names() == []  # nothing stays behind
     assert "stopped while starting: exited with code 137" in error.message
     assert "RuntimeError: no luck" in error.details and "File x" not in error.details
+    assert fake_project.secrets.POSTGRES_PASSWORD not in error.details  # masked
     assert error.exit_code == ExitCode.UNHEALTHY
-    spec = engine.spec
-    assert engine.network == "p-net"
+
+
+def test_a_model_server_spec(fake_project: Project, unused_port: int) -> None:
+    model = registry.ResolvedModel(
+        uri="models:/wine@champion",
+        served_uri="models:/wine/2",
+        artifact_location="x",
+        registered_model="wine",
+        version="2",
+    )
+    spec = serve.serve_spec(fake_project, "wine", unused_port, model)
+    assert spec.command is not None
     assert spec.command[:5] == ("mlflow", "models", "serve", "-m", "models:/wine/2")
     assert spec.environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert spec.environment["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] == "false"
@@ -438,17 +446,18 @@ def test_a_model_server_that_exits_is_removed_with_its_log(
     assert [(p.host_ip, p.host_port, p.container_port) for p in spec.ports] == [
         ("127.0.0.1", unused_port, 8080)
     ]
-    assert spec.labels[serve.LABEL_MODEL_VERSION] == "2"
-    assert spec.labels[LABEL_SERVICE] == "serve"
+    assert spec.labels[labels.MODEL_VERSION] == "2"
+    assert spec.labels[labels.SERVICE] == "serve"
+    assert spec.labels[labels.PROJECT] == "p"
 
 
-def test_the_stack_port_is_refused_before_anything_is_created(fake_stack: Stack) -> None:
-    engine = FakeEngine()
+def test_the_stack_port_is_refused_before_anything_is_created(fake_project: Project) -> None:
+    engine = _engine(fake_project)
     with pytest.raises(MlstackError) as caught:
-        serve.serve(fake_stack.config, engine, "models:/wine@champion", port=5999)
+        serve.serve(fake_project.config, engine, "models:/wine@champion", port=5999)
     assert caught.value.exit_code == ExitCode.CONFLICT
     assert "the stack's mlflow.port" in caught.value.message
-    assert engine.created == []
+    assert engine.calls == []
 
 
 # --- the engine publishes the ports it is given ------------------------------------------------
@@ -472,17 +481,17 @@ class RecordingApi:
         return {"Id": "x"}
 
 
-def test_engine_exposes_plain_port_numbers(fake_stack: Stack) -> None:
+def test_engine_exposes_plain_port_numbers(fake_project: Project) -> None:
     api = RecordingApi()
 
     class Client:
         pass
 
     client = Client()
-    client.api = api
-    engine = Engine(client)
-    model = serve.ResolvedModel(uri="u", served_uri="u", artifact_location="x")
-    engine.create(serve.serve_spec(fake_stack, "wine", 5061, model), "p-net", ["serve-wine"])
+    client.api = api  # type: ignore[attr-defined]
+    engine = DockerEngine(client)  # type: ignore[arg-type]
+    model = registry.ResolvedModel(uri="u", served_uri="u", artifact_location="x")
+    engine.create(serve.serve_spec(fake_project, "wine", 5061, model), "p-net", ["serve-wine"])
     # "8080/tcp" here would become "8080/tcp/tcp" in the SDK, and the binding would not apply.
     assert api.kwargs["ports"] == [8080]
     assert api.kwargs["host_config"]["port_bindings"] == {"8080/tcp": ("127.0.0.1", 5061)}

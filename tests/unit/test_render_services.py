@@ -8,25 +8,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlstack.config import StackConfig, load_config
-from mlstack.render import (
+from mlstack.compose.render import (
     AUTH_DEFAULT_PERMISSION,
     allowed_hosts,
     render_compose,
     render_init,
     write_rendered,
 )
-from mlstack.secrets import StackSecrets
-from mlstack.services import (
-    LABEL_PROJECT,
-    LABEL_SERVICE,
-    LABEL_SPEC_HASH,
+from mlstack.compose.services import (
     InterpolationError,
-    PortSpec,
     from_compose,
     interpolate,
     parse_duration,
 )
+from mlstack.config import StackConfig, load_config
+from mlstack.credentials import StackSecrets
+from mlstack.engine import PortSpec
+from mlstack.labels import PROJECT as LABEL_PROJECT
+from mlstack.labels import SERVICE as LABEL_SERVICE
+from mlstack.labels import SPEC_HASH as LABEL_SPEC_HASH
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = StackSecrets(
@@ -51,7 +51,7 @@ def test_top_level_compose_file_is_the_default_render() -> None:
     actual = (REPO / "docker-compose.yml").read_text()
     assert actual == expected, (
         "docker-compose.yml is stale: regenerate it with "
-        "python -c 'from mlstack.render import render_compose; from mlstack.config import "
+        "python -c 'from mlstack.compose.render import render_compose; from mlstack.config import "
         'StackConfig; print(render_compose(StackConfig()), end="")\' > docker-compose.yml'
     )
 

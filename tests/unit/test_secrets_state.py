@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from mlstack.config import StackConfig
+from mlstack.credentials import StackSecrets
+from mlstack.credentials import load as load_secrets
 from mlstack.errors import StackBusy, StateError
-from mlstack.secrets import StackSecrets
-from mlstack.secrets import load as load_secrets
-from mlstack.stack import Stack
+from mlstack.project.context import Project
 from mlstack.state import ProjectState
 
 
@@ -28,27 +28,27 @@ def test_generated_secrets_are_long_random_and_shell_safe() -> None:
 
 
 def test_secrets_are_stored_0600_and_reused(isolated_state: Path) -> None:
-    stack = Stack.open(StackConfig(), create_secrets=True)
+    stack = Project.open(StackConfig(), create_secrets=True)
     assert stack is not None and stack.secrets_created
     path = stack.state.secrets_file
     assert path.stat().st_mode & 0o777 == 0o600
-    again = Stack.open(StackConfig(), create_secrets=True)
+    again = Project.open(StackConfig(), create_secrets=True)
     assert again is not None and again.secrets == stack.secrets and not again.secrets_created
 
 
 def test_up_stores_new_secrets_only_when_told(isolated_state: Path) -> None:
-    stack = Stack.open(StackConfig(), create_secrets=True, save=False)
+    stack = Project.open(StackConfig(), create_secrets=True, save=False)
     assert stack is not None and not isolated_state.exists()
     stack.save_secrets()
     assert load_secrets(stack.state) == stack.secrets
 
 
 def test_secrets_readable_by_others_are_refused_with_the_chmod(isolated_state: Path) -> None:
-    stack = Stack.open(StackConfig(), create_secrets=True)
+    stack = Project.open(StackConfig(), create_secrets=True)
     assert stack is not None
     stack.state.secrets_file.chmod(0o640)
     with pytest.raises(StateError, match="readable by other users") as refused:
-        Stack.open(StackConfig())
+        Project.open(StackConfig())
     assert refused.value.hint == f"run: chmod 600 {stack.state.secrets_file}"
 
 

@@ -13,16 +13,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from mlstack.client_env import activate
+from mlstack.adapters.mlflow_env import activate
 from mlstack.config import StackConfig
-from mlstack.engine import Engine
+from mlstack.engine import EngineAPI
 from mlstack.errors import MlstackError, UsageError
-from mlstack.stack import require_running
+from mlstack.project.context import require_running
+from mlstack.project.reporting import Event, Reporter, Result, quiet
 
 DEMO_EXPERIMENT = "mlstack-demo"
 DEMO_MODEL = "mlstack-demo"
@@ -56,18 +57,7 @@ class DemoRun:
 
 
 @dataclass(frozen=True)
-class DemoEvent:
-    """Progress of `demo`, for the CLI's live display."""
-
-    kind: Literal["step", "run"]
-    message: str = ""
-    index: int = 0  # runs finished so far (kind "run")
-    total: int = 0
-    run: DemoRun | None = None
-
-
-@dataclass(frozen=True)
-class DemoResult:
+class DemoResult(Result):
     tracking_uri: str
     experiment: str
     experiment_id: str
@@ -84,12 +74,9 @@ class DemoResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
 
-
-DemoReporter = Callable[[DemoEvent], None]
-
-
-def _quiet(_: DemoEvent) -> None:
-    return None
+    @property
+    def output(self) -> str:
+        return f"models:/{self.registered_model}/{self.version}"
 
 
 def grid_for(runs: int) -> list[dict[str, Any]]:
@@ -199,13 +186,50 @@ def _experiment_id(client: Any, name: str) -> str:
     return str(experiment.experiment_id)
 
 
+def run_message(run: DemoRun, done: int, total: int) -> str:
+    m = run.metrics
+    return (
+        f"run {done}/{total} {run.run_name}: accuracy {m['accuracy']:.3f}, "
+        f"f1 {m['f1_macro']:.3f}, log loss {m['log_loss']:.3f}"
+    )
+
+
+def _train_all(
+    mlflow: Any,
+    experiment_id: str,
+    candidates: Sequence[dict[str, Any]],
+    base: str,
+    report: Reporter,
+) -> list[DemoRun]:
+    """One run per candidate, each logged as it finishes."""
+    split = f"{1 - TEST_SIZE:.0%} train, {TEST_SIZE:.0%} held-out test"
+    report(Event("step", message=f"data set {DATASET}: {split}"))
+    x_train, x_test, y_train, y_test = load_split()
+    done: list[DemoRun] = []
+    report(Event("run", message="training", done=0, total=len(candidates)))
+    for params in candidates:
+        logged = _train_and_log(mlflow, experiment_id, params, x_train, x_test, y_train, y_test)
+        run = DemoRun(
+            logged["run_id"],
+            logged["run_name"],
+            logged["params"],
+            logged["metrics"],
+            logged["model_uri"],
+            f"{base}/#/experiments/{experiment_id}/runs/{logged['run_id']}",
+        )
+        done.append(run)
+        message = run_message(run, len(done), len(candidates))
+        report(Event("run", message=message, done=len(done), total=len(candidates)))
+    return done
+
+
 def run_demo(
     config: StackConfig,
-    engine: Engine,
+    engine: EngineAPI,
     *,
     runs: int = DEFAULT_RUNS,
     experiment: str = DEMO_EXPERIMENT,
-    report: DemoReporter = _quiet,
+    report: Reporter = quiet,
 ) -> DemoResult:
     """Train `runs` models on the stack, register the best as mlstack-demo@champion."""
     started = time.monotonic()
@@ -213,10 +237,11 @@ def run_demo(
     candidates = grid_for(runs)
     if not experiment.strip():
         raise UsageError("--experiment must not be empty", f"e.g. --experiment {DEMO_EXPERIMENT}")
-    stack = require_running(config, engine, "demo")
-    activate(config, stack.secrets)  # before mlflow is imported: it reads some settings once
+    project = require_running(config, engine, "demo")
+    activate(config, project.secrets)  # before mlflow is imported: it reads some settings once
 
-    report(DemoEvent("step", "loading scikit-learn and MLflow"))
+    report(Event("step", message="loading scikit-learn and MLflow"))
+    # deferred: importing mlflow takes seconds, and must follow activate
     import mlflow
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
@@ -227,37 +252,15 @@ def run_demo(
     try:
         with _mlflow_logs_quiet():
             experiment_id = _experiment_id(client, experiment)
-            report(
-                DemoEvent(
-                    "step",
-                    f"data set {DATASET}: {1 - TEST_SIZE:.0%} train, {TEST_SIZE:.0%} held-out test",
-                )
-            )
-            x_train, x_test, y_train, y_test = load_split()
-            done: list[DemoRun] = []
-            report(DemoEvent("run", "training", 0, len(candidates)))
-            for params in candidates:
-                logged = _train_and_log(
-                    mlflow, experiment_id, params, x_train, x_test, y_train, y_test
-                )
-                run = DemoRun(
-                    logged["run_id"],
-                    logged["run_name"],
-                    logged["params"],
-                    logged["metrics"],
-                    logged["model_uri"],
-                    f"{base}/#/experiments/{experiment_id}/runs/{logged['run_id']}",
-                )
-                done.append(run)
-                report(DemoEvent("run", run.run_name, len(done), len(candidates), run))
+            done = _train_all(mlflow, experiment_id, candidates, base, report)
             best = best_run(done)
-            report(DemoEvent("step", f"registering {best.run_name} as {DEMO_MODEL}@{CHAMPION}"))
+            report(Event("step", message=f"registering {best.run_name} as {DEMO_MODEL}@{CHAMPION}"))
             version = _register(client, best, experiment)
     except MlflowException as e:
         raise MlstackError(
             f"MLflow at {config.tracking_uri} refused the demo: {' '.join(str(e).split())[:300]}",
             "see `mlstack status` and `mlstack logs mlflow --tail 50`",
-        ) from None
+        ) from e
     return DemoResult(
         tracking_uri=base,
         experiment=experiment,

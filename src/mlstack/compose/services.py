@@ -6,18 +6,14 @@ and fails loudly here, not silently at `docker run` time.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-LABEL_PROJECT = "io.mlstack.project"
-LABEL_SERVICE = "io.mlstack.service"
-LABEL_SPEC_HASH = "io.mlstack.spec-hash"
+from mlstack.engine.models import HealthcheckSpec, PortSpec, ServiceSpec
 
 # Order matters: dependencies first. Services in one tier start together.
 START_TIERS: tuple[tuple[str, ...], ...] = (("postgres", "storage"), ("mlflow",))
@@ -76,65 +72,12 @@ def parse_duration(value: str | int | float) -> float:
 
 
 @dataclass(frozen=True)
-class PortSpec:
-    host_ip: str
-    host_port: int
-    container_port: int
-
-    @classmethod
-    def parse(cls, text: str) -> PortSpec:
-        """'127.0.0.1:5050:5000' or '[::1]:5050:5000'."""
-        match = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):(\d+):(\d+)", text)
-        if not match:
-            raise ValueError(f"port {text!r} must be HOST_IP:HOST_PORT:CONTAINER_PORT")
-        host_ip = match.group(1).strip("[]")
-        return cls(host_ip, int(match.group(2)), int(match.group(3)))
-
-
-@dataclass(frozen=True)
-class HealthcheckSpec:
-    test: tuple[str, ...]
-    interval: float
-    timeout: float
-    retries: int
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """One container, fully resolved (secrets included): never print it."""
-
-    name: str
-    container_name: str
-    image: str
-    command: tuple[str, ...] | None
-    environment: Mapping[str, str]
-    ports: tuple[PortSpec, ...]
-    volumes: tuple[tuple[str, str], ...]  # (volume name, mount path)
-    labels: Mapping[str, str]
-    restart: str
-    stop_signal: str | None
-    stop_grace_period: float
-    healthcheck: HealthcheckSpec | None
-    depends_on: tuple[str, ...]
-    spec_hash: str = field(default="", compare=False)
-
-    def with_hash(self) -> ServiceSpec:
-        payload = asdict(self)
-        payload.pop("spec_hash")
-        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-        return replace(self, labels={**self.labels, LABEL_SPEC_HASH: digest}, spec_hash=digest)
-
-    def port_for(self, container_port: int) -> PortSpec | None:
-        return next((p for p in self.ports if p.container_port == container_port), None)
-
-
-@dataclass(frozen=True)
 class StackSpec:
     project: str
     network: str
     volumes: Mapping[str, str]  # compose key -> volume name
     services: Mapping[str, ServiceSpec]
-    labels: Mapping[str, str]  # labels every resource of the stack carries
+    labels: Mapping[str, str]  # labels every object of the stack carries (the network's)
 
     def volume_names(self) -> list[str]:
         return list(self.volumes.values())
@@ -196,11 +139,11 @@ def from_compose(compose_text: str, variables: Mapping[str, str]) -> StackSpec:
     project = document["name"]
     volumes = {key: value["name"] for key, value in document.get("volumes", {}).items()}
     services = {name: _service(name, raw, volumes) for name, raw in document["services"].items()}
-    network = document["networks"]["default"]["name"]
+    network = document["networks"]["default"]
     return StackSpec(
         project=project,
-        network=network,
+        network=network["name"],
         volumes=volumes,
         services=services,
-        labels={LABEL_PROJECT: project},
+        labels={str(k): str(v) for k, v in network["labels"].items()},
     )

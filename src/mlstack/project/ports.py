@@ -1,4 +1,5 @@
-"""Checks made before anything is created, so a failed `up` leaves nothing behind."""
+"""Host ports, checked before anything is created (`up`, `serve`): a refused command leaves
+nothing behind."""
 
 from __future__ import annotations
 

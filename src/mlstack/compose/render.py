@@ -10,12 +10,17 @@ import json
 import shlex
 from functools import cache
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jinja2
 
 from mlstack.config import StackConfig
-from mlstack.secrets import StackSecrets
+from mlstack.credentials import StackSecrets
 from mlstack.state import write_private
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable  # importlib.resources.abc is 3.11+
 
 COMPOSE_TEMPLATE = "docker-compose.yml.j2"
 INIT_TEMPLATE = "mlstack.yaml.j2"
@@ -27,7 +32,7 @@ def templates_dir() -> Traversable:
     packaged = resources.files("mlstack").joinpath("templates")
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "templates"
+    return Path(__file__).resolve().parents[3] / "templates"
 
 
 @cache
@@ -134,14 +139,16 @@ def seaweedfs_command() -> list[str]:
     return ["mini", "-dir=/data", "-master.telemetry=false", "-master.volumeSizeLimitMB=64"]
 
 
-def render_compose(config: StackConfig) -> str:
-    """The compose file for `config`; secrets appear only as ${VARS} read from .env."""
-    import jinja2  # deferred: only render/up need it
-
+def _environment() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701 (YAML, not HTML)
     # JSON is YAML; unlike `tojson` (made for HTML) it leaves quotes readable.
     env.filters["json"] = json.dumps
-    template = env.from_string(_template_text(COMPOSE_TEMPLATE))
+    return env
+
+
+def render_compose(config: StackConfig) -> str:
+    """The compose file for `config`; secrets appear only as ${VARS} read from .env."""
+    template = _environment().from_string(_template_text(COMPOSE_TEMPLATE))
     return template.render(
         project=config.project,
         bind=config.bind,
@@ -154,30 +161,28 @@ def render_compose(config: StackConfig) -> str:
         mlflow_command=mlflow_command(config),
         mlflow_healthcheck=["CMD", "python", "-c", api_check(4, auth=config.auth)],
         seaweedfs_command=seaweedfs_command(),
+        extra_labels=config.labels,
     )
 
 
 def render_init(config: StackConfig) -> str:
     """A commented mlstack.yaml holding `config`'s values (`mlstack init`)."""
-    import jinja2
-
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701 (YAML, not HTML)
-    return env.from_string(_template_text(INIT_TEMPLATE)).render(c=config)
+    return _environment().from_string(_template_text(INIT_TEMPLATE)).render(c=config)
 
 
-def render_env(secrets_: StackSecrets) -> str:
+def render_env(creds: StackSecrets) -> str:
     lines = ["# Secrets for docker-compose.yml beside this file. Keep private (mode 0600)."]
-    lines += [f"{key}={value}" for key, value in secrets_.as_env().items()]
+    lines += [f"{key}={value}" for key, value in creds.as_env().items()]
     return "\n".join(lines) + "\n"
 
 
 def write_rendered(
-    directory: Path, config: StackConfig, secrets_: StackSecrets, *, compose: str | None = None
+    directory: Path, config: StackConfig, creds: StackSecrets, *, compose: str | None = None
 ) -> tuple[Path, Path]:
     """Write docker-compose.yml (0644) and .env (0600) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     compose_path = directory / "docker-compose.yml"
     compose_path.write_text(compose or render_compose(config), encoding="utf-8")
     env_path = directory / ".env"
-    write_private(env_path, render_env(secrets_))
+    write_private(env_path, render_env(creds))
     return compose_path, env_path

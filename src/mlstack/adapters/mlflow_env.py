@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 from mlstack.config import StackConfig
-from mlstack.secrets import StackSecrets
+from mlstack.credentials import StackSecrets
 
 PROXY_ARTIFACTS = {
     "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
@@ -37,7 +37,7 @@ class ClientEnv:
 
 def client_env(
     config: StackConfig,
-    secrets_: StackSecrets | None,
+    creds: StackSecrets | None,
     *,
     s3: bool = False,
     show_secrets: bool = False,
@@ -46,7 +46,7 @@ def client_env(
     hidden: list[str] = []
     if config.auth:
         # MLflow's client sends these as HTTP basic auth on every request.
-        login = tracking_login(secrets_)
+        login = tracking_login(creds)
         if show_secrets and login:
             variables.update(login)
         else:
@@ -56,34 +56,34 @@ def client_env(
         variables["AWS_ENDPOINT_URL_S3"] = config.s3_endpoint
         variables["AWS_DEFAULT_REGION"] = "us-east-1"
         keys = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
-        if secrets_ is not None:
+        if creds is not None:
             keys = {
-                "AWS_ACCESS_KEY_ID": secrets_.S3_ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": secrets_.S3_SECRET_KEY,
+                "AWS_ACCESS_KEY_ID": creds.S3_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": creds.S3_SECRET_KEY,
             }
-        if show_secrets and secrets_ is not None:
+        if show_secrets and creds is not None:
             variables.update(keys)
         else:
             hidden += list(keys)
     return ClientEnv(variables, hidden)
 
 
-def tracking_login(secrets_: StackSecrets | None) -> dict[str, str]:
+def tracking_login(creds: StackSecrets | None) -> dict[str, str]:
     """MLFLOW_TRACKING_USERNAME/PASSWORD for the admin user; empty before any `up` made them."""
-    if secrets_ is None or not secrets_.has_auth:
+    if creds is None or not creds.has_auth:
         return {}
     return {
-        "MLFLOW_TRACKING_USERNAME": secrets_.MLFLOW_AUTH_ADMIN_USERNAME,
-        "MLFLOW_TRACKING_PASSWORD": secrets_.MLFLOW_AUTH_ADMIN_PASSWORD,
+        "MLFLOW_TRACKING_USERNAME": creds.MLFLOW_AUTH_ADMIN_USERNAME,
+        "MLFLOW_TRACKING_PASSWORD": creds.MLFLOW_AUTH_ADMIN_PASSWORD,
     }
 
 
-def activate(config: StackConfig, secrets_: StackSecrets | None) -> None:
+def activate(config: StackConfig, creds: StackSecrets | None) -> None:
     """Point MLflow in this process at the stack, as `eval "$(mlstack env)"` does for a shell
     (with the admin login when auth is on: this process is the stack's own user).
 
     Call it before importing mlflow: some of its settings are read once. MLflow also prints run
     URLs on stdout unless told not to; stdout belongs to the command's own output.
     """
-    os.environ.update(client_env(config, secrets_, show_secrets=True).variables)
+    os.environ.update(client_env(config, creds, show_secrets=True).variables)
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"

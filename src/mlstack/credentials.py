@@ -7,7 +7,7 @@ creates its admin user once, with the password it is given on first start.
 
 from __future__ import annotations
 
-import secrets as random
+import secrets
 import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -19,7 +19,7 @@ _ALNUM = string.ascii_letters + string.digits
 
 
 def _token(length: int, alphabet: str = _ALNUM) -> str:
-    return "".join(random.choice(alphabet) for _ in range(length))
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ def _parse(text: str) -> dict[str, str]:
     return values
 
 
-def dump(secrets_: StackSecrets) -> str:
+def dump(creds: StackSecrets) -> str:
     lines = ["# mlstack credentials for this project: keep private (mode 0600)."]
-    lines += [f"{k}={v}" for k, v in secrets_.as_env().items()]
+    lines += [f"{k}={v}" for k, v in creds.as_env().items()]
     return "\n".join(lines) + "\n"
 
 
@@ -128,17 +128,17 @@ def complete(existing: StackSecrets) -> tuple[StackSecrets, tuple[str, ...]]:
     return replace(existing, **missing), tuple(missing)
 
 
-def save(state: ProjectState, secrets_: StackSecrets, added: Sequence[str] = ()) -> None:
+def save(state: ProjectState, creds: StackSecrets, added: Sequence[str] = ()) -> None:
     """Store the project's secrets with mode 0600: the whole file when there is none, else only
     the `added` keys the file lacks, appended, so every line already there stays as it is."""
     state.ensure()
     path = state.secrets_file
     if not path.exists():
-        write_private(path, dump(secrets_))
+        write_private(path, dump(creds))
         return
     text = path.read_text(encoding="utf-8")
     present = _parse(text)
-    lines = [f"{k}={getattr(secrets_, k)}\n" for k in added if not present.get(k)]
+    lines = [f"{k}={getattr(creds, k)}\n" for k in added if not present.get(k)]
     if lines:
         write_private(path, text + ("" if text.endswith("\n") else "\n") + "".join(lines))
 

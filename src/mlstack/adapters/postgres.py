@@ -1,0 +1,246 @@
+"""The stack's PostgreSQL: one way to connect, and what mlstack asks of it.
+
+POSTGRES_DB only acts on a fresh volume, so databases are checked and created every time: a
+volume that predates a config change still ends up with the configured database. Dumps and
+restores run inside the postgres container (through the engine): one consistent snapshot, and
+no PostgreSQL client needed on the host.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+
+from mlstack.engine import EngineAPI
+from mlstack.errors import MlstackError, NotReady, ProvisionError, StateError
+
+# Where artifact URIs live in MLflow's schema (tables absent in older schemas are skipped).
+URI_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+    ("logged_models", "artifact_location"),
+)
+WRONG_PASSWORD = (
+    "PostgreSQL rejected the stack's password: its data volume was created with other credentials"
+)
+WRONG_PASSWORD_HINT = (
+    "restore the secrets.env that belongs to this volume, or reset everything with "
+    "`mlstack down --purge`"
+)
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """Where and as whom to connect."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    def on(self, database: str) -> PgTarget:
+        return replace(self, database=database)
+
+
+def describe_error(error: Exception) -> str:
+    """psycopg2's message, first line only (later lines repeat the host and port)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+@contextmanager
+def connect(target: PgTarget, timeout: float = 5.0) -> Iterator[Any]:
+    """An autocommit connection. A wrong password is a StateError (waiting will not change the
+    password in the volume); anything else that keeps us out is NotReady."""
+    try:
+        conn = psycopg2.connect(
+            host=target.host.strip("[]"),
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            dbname=target.database,
+            connect_timeout=max(1, int(timeout)),
+        )
+    except psycopg2.OperationalError as e:
+        if "password authentication failed" in str(e):
+            raise StateError(WRONG_PASSWORD, WRONG_PASSWORD_HINT, service="postgres") from e
+        raise NotReady(
+            f"cannot connect to the stack's PostgreSQL at {target.host}:{target.port}: "
+            f"{describe_error(e)}",
+            "see `mlstack status`; `mlstack up` starts it",
+            service="postgres",
+        ) from e
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def ping(target: PgTarget, timeout: float) -> None:
+    """An authenticated query: what "PostgreSQL is usable" means."""
+    with connect(target, timeout) as conn:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:  # cut off mid-query
+            raise NotReady(f"PostgreSQL: {describe_error(e)}", service="postgres") from e
+
+
+def ensure_database(target: PgTarget, database: str) -> bool:
+    """Create `database` unless it exists; True when created."""
+    try:
+        with connect(target.on("postgres")) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cur.fetchone():
+                return False
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            return True
+    except NotReady as e:
+        raise ProvisionError(
+            f"cannot connect to PostgreSQL to create the database: {e.message}",
+            "see `mlstack logs postgres`",
+        ) from e
+    except psycopg2.Error as e:
+        if getattr(e, "pgcode", None) == "42P04":  # duplicate_database: created concurrently
+            return False
+        raise ProvisionError(
+            f"creating database {database!r} failed: {str(e).strip()}",
+            "see `mlstack logs postgres`",
+        ) from e
+
+
+def recreate_database(target: PgTarget, database: str) -> None:
+    """Drop `database` (closing its sessions) and create it empty."""
+    name = sql.Identifier(database)
+    with connect(target.on("postgres")) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def schema_revision(target: PgTarget) -> str | None:
+    """The alembic revision of MLflow's schema; None without a schema."""
+    with connect(target) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return None
+        cur.execute("SELECT version_num FROM alembic_version")
+        row = cur.fetchone()
+        return str(row[0]) if row else None
+
+
+def content_counts(target: PgTarget) -> dict[str, int]:
+    """What the database holds beyond a fresh MLflow schema (its Default experiment, id 0)."""
+    queries = {  # what -> (table, query)
+        "experiments": ("experiments", "SELECT count(*) FROM experiments WHERE experiment_id <> 0"),
+        "runs": ("runs", "SELECT count(*) FROM runs"),
+        "registered models": ("registered_models", "SELECT count(*) FROM registered_models"),
+    }
+    counts: dict[str, int] = {}
+    with connect(target) as conn, conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = {row[0] for row in cur.fetchall()}
+        for what, (table, query) in queries.items():
+            if table in tables:
+                cur.execute(query)
+                counts[what] = int(cur.fetchone()[0])
+    return counts
+
+
+def bucket_uri_count(target: PgTarget, bucket: str) -> int:
+    """How many artifact URIs name `s3://<bucket>/` directly (the server's own are relative)."""
+    total = 0
+    with connect(target) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public'"
+        )
+        present = {(t, c) for t, c in cur.fetchall()}
+        for table, column in (pair for pair in URI_COLUMNS if pair in present):
+            cur.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE {} LIKE %s").format(
+                    sql.Identifier(table), sql.Identifier(column)
+                ),
+                (f"s3://{bucket}/%",),
+            )
+            total += int(cur.fetchone()[0])
+    return total
+
+
+# --- inside the container -------------------------------------------------------------------
+
+
+def _pg_env(target: PgTarget) -> dict[str, str]:
+    return {"PGPASSWORD": target.password, "PGUSER": target.user}
+
+
+def _last_line(output: str, code: int) -> str:
+    lines = output.strip().splitlines()
+    return lines[-1] if lines else f"exit code {code}"
+
+
+def dump(
+    engine: EngineAPI,
+    container: str,
+    target: PgTarget,
+    dest: Path,
+    scrub: Callable[[str], str],
+) -> None:
+    """`pg_dump -Fc` of `target`'s database inside `container`, copied out to `dest`."""
+    inside = f"/tmp/mlstack-backup-{os.getpid()}.dump"
+    command = ["pg_dump", "-Fc", "-h", "127.0.0.1", "-d", target.database, "-f", inside]
+    try:
+        code, output = engine.exec(container, command, environment=_pg_env(target))
+        if code != 0:
+            raise MlstackError(
+                f"pg_dump failed: {scrub(_last_line(output, code))}",
+                "see `mlstack logs postgres`",
+            )
+        engine.copy_out(container, inside, dest)
+    finally:
+        engine.exec(container, ["rm", "-f", inside])
+
+
+def restore(
+    engine: EngineAPI,
+    container: str,
+    target: PgTarget,
+    dump_file: Path,
+    scrub: Callable[[str], str],
+) -> None:
+    """Recreate `target`'s database empty, then pg_restore `dump_file` into it in one
+    transaction, inside `container`."""
+    recreate_database(target, target.database)
+    directory, name = "/tmp", f"mlstack-restore-{os.getpid()}.dump"
+    engine.copy_in(container, dump_file, directory, name)
+    command = [
+        "pg_restore",
+        "-h",
+        "127.0.0.1",
+        "-d",
+        target.database,
+        "--no-owner",
+        "--no-privileges",
+        "--single-transaction",
+        "--exit-on-error",
+        f"{directory}/{name}",
+    ]
+    try:
+        code, output = engine.exec(container, command, environment=_pg_env(target))
+    finally:
+        engine.exec(container, ["rm", "-f", f"{directory}/{name}"])
+    if code != 0:
+        raise ProvisionError(
+            f"pg_restore failed: {scrub(_last_line(output, code))}",
+            "see `mlstack logs postgres`; run the restore again with --force",
+        )

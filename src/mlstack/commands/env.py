@@ -1,0 +1,45 @@
+"""`mlstack env`: the environment an MLflow client needs to use the stack (`eval "$(mlstack env)"`).
+
+Credentials only when asked for (--show-secrets); the names left out are listed, so the CLI can
+say how to get them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlstack import credentials
+from mlstack.adapters.mlflow_env import ClientEnv, client_env
+from mlstack.choices import EnvFormat
+from mlstack.config import StackConfig
+from mlstack.project.reporting import Result
+from mlstack.state import ProjectState
+
+
+@dataclass(frozen=True)
+class EnvResult(Result):
+    variables: dict[str, str]
+    hidden: list[str]  # names left out: secrets not asked for, or not made yet
+    format: EnvFormat
+    show_secrets: bool
+
+    @property
+    def output(self) -> str:
+        return ClientEnv(self.variables, self.hidden).format(self.format.value)
+
+    def json_value(self) -> object:
+        return self.variables
+
+
+def env(
+    config: StackConfig,
+    *,
+    style: EnvFormat = EnvFormat.SH,
+    s3: bool = False,
+    show_secrets: bool = False,
+) -> EnvResult:
+    """The client environment for `config`'s stack; reads the secrets only when it needs them."""
+    needs_secrets = s3 or config.auth
+    creds = credentials.load(ProjectState.for_project(config.project)) if needs_secrets else None
+    found = client_env(config, creds, s3=s3, show_secrets=show_secrets)
+    return EnvResult(found.variables, found.hidden, style, show_secrets)

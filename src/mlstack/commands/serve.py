@@ -1,0 +1,371 @@
+"""`mlstack serve`: a registered model as a container in the stack, speaking MLflow's scoring
+protocol (`/ping`, `/invocations`); `serve --stop NAME` removes one.
+
+The container runs the stack's own MLflow image with `mlflow models serve --env-manager local`
+and fetches the model through the tracking server by its in-network name, like any client (no
+S3 keys). No per-model image is built: the MLflow image already carries what scikit-learn models
+need (the full mlflow package depends on scikit-learn); the model's recorded requirements are
+compared with the image and differences are reported as warnings.
+
+Everything is checked on the host before anything is created: the stack runs, the model URI
+names a model that exists (aliases and versions are resolved and pinned), the name and the port
+are usable. A container that does not answer /ping is removed again, with its log in the error.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlstack import labels
+from mlstack.adapters import requirements
+from mlstack.adapters.mlflow_env import PROXY_ARTIFACTS, activate, tracking_login
+from mlstack.adapters.registry import (
+    ModelRef,
+    ResolvedModel,
+    default_name,
+    parse_model_uri,
+    resolve_model,
+)
+from mlstack.compose.render import MLFLOW_CONTAINER_PORT
+from mlstack.config import StackConfig
+from mlstack.engine import ContainerInfo, EngineAPI, HealthcheckSpec, PortSpec, ServiceSpec
+from mlstack.errors import (
+    Conflict,
+    ImageUnavailable,
+    MlstackError,
+    PortInUse,
+    ServiceUnhealthy,
+    UsageError,
+)
+from mlstack.health import HttpProbe, wait_ready
+from mlstack.project.context import Project, require_running
+from mlstack.project.ports import port_free
+from mlstack.project.reporting import Event, Reporter, Result, quiet
+from mlstack.project.served import (
+    CONTAINER_PORT,
+    SERVICE,
+    check_name,
+    container_name,
+    served_containers,
+    served_name,
+)
+from mlstack.project.watch import exited_check, with_log
+
+DEFAULT_PORT = 5060  # the first port tried when --port is not given
+PORT_SEARCH = 40  # ... and the next ones
+
+
+@dataclass(frozen=True)
+class ServeResult(Result):
+    project: str
+    name: str
+    container: str
+    model_uri: str
+    served_uri: str
+    registered_model: str | None
+    version: str | None
+    run_id: str | None
+    image: str
+    url: str
+    invocations_url: str
+    port: int
+    ready_seconds: float
+    seconds: float
+    curl: str
+    payload: dict[str, Any] | None
+    replaced: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True)
+class StopResult(Result):
+    project: str
+    name: str
+    container: str
+    model_uri: str
+
+
+def curl_command(url: str, payload: Mapping[str, Any] | None) -> str:
+    """A ready-to-paste request to /invocations (a placeholder body without an input example)."""
+    body = json.dumps(payload, separators=(",", ":")) if payload is not None else "<JSON input>"
+    return (
+        f"curl -s -X POST {url}/invocations -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)}"
+    )
+
+
+def serve_spec(
+    project: Project, name: str, port: int, model: ResolvedModel, image: str | None = None
+) -> ServiceSpec:
+    """The container that serves `model`, as a service spec like the stack's own."""
+    config = project.config
+    model_labels = {
+        **project.spec.labels,
+        labels.SERVICE: SERVICE,
+        labels.SERVE_NAME: name,
+        labels.SERVE_PORT: str(port),
+        labels.MODEL_URI: model.uri,
+        labels.MODEL_SERVED: model.served_uri,
+    }
+    if model.registered_model:
+        model_labels[labels.MODEL_NAME] = model.registered_model
+    if model.version:
+        model_labels[labels.MODEL_VERSION] = model.version
+    ping = f"http://127.0.0.1:{CONTAINER_PORT}/ping"
+    return ServiceSpec(
+        name=SERVICE,
+        container_name=container_name(config.project, name),
+        image=image or config.mlflow.image,
+        command=(
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model.served_uri,
+            "-h",
+            "0.0.0.0",
+            "-p",
+            str(CONTAINER_PORT),
+            "--env-manager",
+            "local",
+        ),
+        environment={
+            # The tracking server by its in-network name (its --allowed-hosts accepts it); the
+            # model comes through its artifact proxy, so the container needs no S3 keys.
+            "MLFLOW_TRACKING_URI": f"http://mlflow:{MLFLOW_CONTAINER_PORT}",
+            **PROXY_ARTIFACTS,
+            # With auth on, the admin login (in the environment, as in the MLflow container).
+            **(tracking_login(project.secrets) if config.auth else {}),
+        },
+        ports=(PortSpec(config.bind, port, CONTAINER_PORT),),
+        volumes=(),
+        labels=model_labels,
+        restart="unless-stopped",
+        # `mlflow models serve` runs as PID 1, which ignores SIGTERM without a handler; SIGINT
+        # reaches Python's own handler, and the server stops at once instead of being killed.
+        stop_signal="SIGINT",
+        stop_grace_period=10.0,
+        healthcheck=HealthcheckSpec(
+            test=(
+                "CMD",
+                "python",
+                "-c",
+                f"import urllib.request as u; u.urlopen({ping!r}, timeout=4)",
+            ),
+            interval=5.0,
+            timeout=5.0,
+            retries=12,  # loading a model takes a while; `serve` itself waits on /ping
+        ),
+        depends_on=(),
+    ).with_hash()
+
+
+def pick_port(config: StackConfig, requested: int | None, held: int | None) -> int:
+    """The host port: `requested` when usable, else the first free one from DEFAULT_PORT."""
+    stack_ports = {port: key for key, port in config.published_ports().items()}
+    if requested is not None:
+        if requested in stack_ports:
+            raise PortInUse(
+                f"port {requested} on {config.bind} is the stack's {stack_ports[requested]}",
+                "choose another port with --port",
+            )
+        if requested != held and not port_free(config.bind, requested):
+            raise PortInUse(
+                f"port {requested} on {config.bind} is already in use",
+                "free it, or choose another port with --port",
+            )
+        return requested
+    if held is not None:
+        return held
+    for port in range(DEFAULT_PORT, DEFAULT_PORT + PORT_SEARCH):
+        if port not in stack_ports and port_free(config.bind, port):
+            return port
+    raise PortInUse(
+        f"no free port on {config.bind} between {DEFAULT_PORT} and "
+        f"{DEFAULT_PORT + PORT_SEARCH - 1}",
+        "choose one with --port",
+    )
+
+
+def _image_check(project: Project, engine: EngineAPI, model: ResolvedModel) -> list[str]:
+    """Warnings where the model's recorded environment differs from the serving image's."""
+    if not model.requirements and not model.mlflow_version:
+        return []
+    image = project.config.mlflow.image
+    info = engine.inspect(project.container("mlflow"))
+    if info is None or info.image != image:
+        return ["could not compare the model's requirements with the image (run `mlstack up`)"]
+    names = sorted({*requirements.requirement_names(model.requirements), "mlflow"})
+    script = requirements.versions_script(names)
+    code, output = engine.exec(project.container("mlflow"), ["python", "-c", script])
+    try:
+        found = json.loads(output.strip().splitlines()[-1]) if code == 0 else None
+    except (ValueError, IndexError):
+        found = None
+    if not isinstance(found, dict):
+        return [f"could not list the packages of {image}"]
+    return requirements.environment_warnings(
+        model.requirements,
+        model.mlflow_version,
+        model.python_version,
+        found.get("packages") or {},
+        found.get("python"),
+        image,
+    )
+
+
+def _replaceable(config: StackConfig, engine: EngineAPI, container: str) -> ContainerInfo | None:
+    """The deployment of that name this one replaces; refuse a container that is not one."""
+    current = engine.inspect(container)
+    if current is not None and (current.project != config.project or current.service != SERVICE):
+        raise Conflict(
+            f"a container named {container} exists and is not a model served by project "
+            f"{config.project!r}",
+            "remove or rename that container, or choose another --name",
+        )
+    return current
+
+
+def _held_port(current: ContainerInfo | None) -> int | None:
+    if current is None:
+        return None
+    ports = current.host_ports()
+    if ports:
+        return ports[0]
+    label = current.labels.get(labels.SERVE_PORT, "")
+    return int(label) if label.isdigit() else None
+
+
+def _resolve(
+    project: Project, engine: EngineAPI, ref: ModelRef, report: Reporter
+) -> tuple[ResolvedModel, list[str]]:
+    report(Event("step", message=f"resolving {ref.uri}"))
+    activate(project.config, project.secrets)
+    model = resolve_model(project.config.tracking_uri, ref)
+    pinned = model.served_uri if model.served_uri != ref.uri else ""
+    report(
+        Event("step", message=f"model {pinned or ref.uri}" + (f" ({ref.uri})" if pinned else ""))
+    )
+    warnings = _image_check(project, engine, model)
+    for warning in warnings:
+        report(Event("warning", message=warning))
+    return model, warnings
+
+
+def _start(
+    project: Project,
+    engine: EngineAPI,
+    spec: ServiceSpec,
+    url: str,
+    timeout: float,
+    report: Reporter,
+) -> float:
+    """Create and start the model server; seconds until /ping answered."""
+    service = f"{SERVICE}-{spec.labels[labels.SERVE_NAME]}"
+    engine.create(spec, project.spec.network, [service, spec.container_name])
+    engine.start(spec.container_name)
+    ready = wait_ready(
+        [HttpProbe(service, f"{url}/ping")],
+        timeout=timeout,
+        interval=0.5,
+        exited=exited_check(engine, {service: spec.container_name}, {}),
+        on_ready=lambda s, seconds: report(Event("ready", service=s, seconds=seconds)),
+    )
+    return ready[service]
+
+
+def serve(
+    config: StackConfig,
+    engine: EngineAPI,
+    model_uri: str,
+    *,
+    name: str | None = None,
+    port: int | None = None,
+    timeout: float = 180.0,
+    report: Reporter = quiet,
+) -> ServeResult:
+    """Deploy `model_uri` and return once its /ping answers; nothing stays behind on failure."""
+    started = time.monotonic()
+    ref = parse_model_uri(model_uri)
+    name = check_name(name if name is not None else default_name(ref))
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {port}", "e.g. --port 5060")
+    project = require_running(config, engine, "serve")
+    container = container_name(config.project, name)
+    current = _replaceable(config, engine, container)
+    host_port = pick_port(config, port, _held_port(current))
+    image = config.mlflow.image
+    if engine.image_id(image) is None:
+        raise ImageUnavailable(
+            f"the MLflow image {image} is not on this machine",
+            "run `mlstack up` (it pulls it), or set mlflow.image to an image you have",
+        )
+    model, warnings = _resolve(project, engine, ref, report)
+
+    # Everything is checked: from here on a failure removes what it created.
+    spec = serve_spec(project, name, host_port, model, image)
+    if current is not None:
+        report(Event("step", message=f"replacing {container}"))
+        engine.remove(current.id)
+    report(Event("step", message=f"starting {container} on port {host_port}"))
+    url = f"http://{config.client_host}:{host_port}"
+    try:
+        ready = _start(project, engine, spec, url, timeout, report)
+    except MlstackError as e:
+        with_log(e, engine, container, scrub=project.scrub, service=f"{SERVICE}-{name}")
+        engine.remove(container)
+        raise ServiceUnhealthy(
+            f"{container} did not start serving {model.served_uri}: {e.message}",
+            f"it was removed again; the log says why: the model must load in {image} "
+            "(see the README, Train, track, deploy), or allow more time with --timeout",
+            details="\n".join([*filter(None, [e.details]), *(f"warning: {w}" for w in warnings)]),
+            service=f"{SERVICE}-{name}",
+        ) from e
+    except BaseException:
+        engine.remove(container)
+        raise
+    return ServeResult(
+        project=config.project,
+        name=name,
+        container=container,
+        model_uri=ref.uri,
+        served_uri=model.served_uri,
+        registered_model=model.registered_model,
+        version=model.version,
+        run_id=model.run_id,
+        image=image,
+        url=url,
+        invocations_url=f"{url}/invocations",
+        port=host_port,
+        ready_seconds=ready,
+        seconds=time.monotonic() - started,
+        curl=curl_command(url, model.payload),
+        payload=model.payload,
+        replaced=current is not None,
+        warnings=warnings,
+    )
+
+
+def stop(config: StackConfig, engine: EngineAPI, name: str) -> StopResult:
+    """Remove the container serving `name`."""
+    check_name(name)
+    served = {served_name(c): c for c in served_containers(engine, config.project)}
+    info = served.get(name)
+    if info is None:
+        known = ", ".join(sorted(served)) if served else "nothing is served"
+        raise UsageError(
+            f"no model served as {name!r} in project {config.project!r} ({known})",
+            "see `mlstack status` for what is served",
+        )
+    engine.stop(info.id, 10.0)
+    engine.remove(info.id)
+    return StopResult(config.project, name, info.name, info.labels.get(labels.MODEL_URI, ""))

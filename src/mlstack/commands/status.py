@@ -1,0 +1,197 @@
+"""`mlstack status`: what runs, whether it answers, and what to do about what does not.
+
+One row type for the stack's services and the models served beside them, one health rule
+(`health.answering`), and every probe run at once: the command waits for the slowest probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mlstack import labels
+from mlstack.config import StackConfig
+from mlstack.engine import ContainerInfo, EngineAPI
+from mlstack.errors import ExitCode
+from mlstack.health import HttpProbe, Probe, ProbeResult, answering, run_probes
+from mlstack.project.backends import Backends, HostBackends
+from mlstack.project.context import SERVICES, Project
+from mlstack.project.reporting import Result
+from mlstack.project.served import SERVICE as SERVE_SERVICE
+from mlstack.project.served import served_name
+
+
+class Overall(str, Enum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    NOT_RUNNING = "not running"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return {
+            Overall.HEALTHY: ExitCode.OK,
+            Overall.DEGRADED: ExitCode.DEGRADED,
+            Overall.NOT_RUNNING: ExitCode.NOT_RUNNING,
+        }[self]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One container of the project: a service of the stack, or a served model."""
+
+    service: str  # postgres | storage | mlflow, or serve-NAME
+    name: str  # the service, or the name the model is served as
+    container: str
+    state: str  # running, exited, missing, ...
+    health: str | None  # Docker's healthcheck verdict
+    url: str
+    probe: ProbeResult | None
+    problem: str = ""
+    fix: str = ""
+    model_uri: str | None = None  # served models: as given to `serve`
+    served_uri: str | None = None  # ... and what the container loads (pinned)
+    version: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return answering(self.state, self.probe)
+
+
+@dataclass(frozen=True)
+class StatusResult(Result):
+    project: str
+    overall: Overall
+    services: list[Row]
+    tracking_uri: str
+    extra_containers: list[str] = field(default_factory=list)
+    served: list[Row] = field(default_factory=list)  # models from `mlstack serve`
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.overall.exit_code
+
+
+def overall_status(services: Sequence[Row], served: Sequence[Row]) -> Overall:
+    """Not running without a running service; healthy only when every service and every served
+    model answers: a served model that is down degrades the stack (exit 10), as a service does."""
+    if not any(s.state == "running" for s in services):
+        return Overall.NOT_RUNNING
+    if all(s.healthy for s in services) and all(m.healthy for m in served):
+        return Overall.HEALTHY
+    return Overall.DEGRADED
+
+
+def _service_row(
+    project: Project, name: str, info: ContainerInfo | None, probe: ProbeResult | None
+) -> Row:
+    spec = project.service(name)
+    url = project.urls()[name]
+    if info is None:
+        return Row(
+            name,
+            name,
+            spec.container_name,
+            "missing",
+            None,
+            url,
+            None,
+            "no container",
+            "run `mlstack up`",
+        )
+    problem = fix = ""
+    if not info.running:
+        problem = f"{info.state} (exit code {info.exit_code})"
+        fix = f"read `mlstack logs {name} --tail 50`, then run `mlstack up`"
+    elif probe is not None and not probe.ok:
+        problem = probe.detail
+        fix = f"read `mlstack logs {name} --tail 50`; if it persists, run `mlstack up`"
+    elif info.spec_hash != spec.spec_hash:
+        problem = "its config changed since it was created"
+        fix = "run `mlstack up` to apply the change (data is kept)"
+    return Row(name, name, spec.container_name, info.state, info.health, url, probe, problem, fix)
+
+
+def _ping_url(config: StackConfig, info: ContainerInfo) -> str:
+    port = info.labels.get(labels.SERVE_PORT, "")
+    return f"http://{config.client_host}:{port}" if port else ""
+
+
+def _served_row(config: StackConfig, info: ContainerInfo, probe: ProbeResult | None) -> Row:
+    name = served_name(info)
+    uri = info.labels.get(labels.MODEL_URI, "")
+    port = info.labels.get(labels.SERVE_PORT, "")
+    redeploy = f"`mlstack serve {uri} --name {name}" + (f" --port {port}`" if port else "`")
+    problem = fix = ""
+    if not info.running:
+        problem = f"{info.state} (exit code {info.exit_code})"
+        fix = (
+            f"read `mlstack logs {SERVE_SERVICE}-{name} --tail 50`, then serve it again: {redeploy}"
+        )
+    elif probe is not None and not probe.ok:
+        problem = f"/ping does not answer: {probe.detail}"
+        fix = (
+            f"it may still be loading the model; else read `mlstack logs {SERVE_SERVICE}-{name} "
+            f"--tail 50` and serve it again: {redeploy}"
+        )
+    return Row(
+        service=f"{SERVE_SERVICE}-{name}",
+        name=name,
+        container=info.name,
+        state=info.state,
+        health=info.health,
+        url=_ping_url(config, info),
+        probe=probe,
+        problem=problem,
+        fix=fix,
+        model_uri=uri,
+        served_uri=info.labels.get(labels.MODEL_SERVED, ""),
+        version=info.labels.get(labels.MODEL_VERSION),
+    )
+
+
+def _probe_all(
+    config: StackConfig, services: dict[str, Probe], served: Sequence[ContainerInfo]
+) -> tuple[dict[str, ProbeResult], dict[str, ProbeResult]]:
+    """Every probe at once: (results by service, results by served container id)."""
+    running = [c for c in served if c.running]
+    pings: list[Probe] = [
+        HttpProbe(f"{SERVE_SERVICE}-{served_name(c)}", f"{_ping_url(config, c)}/ping")
+        for c in running
+    ]
+    results = run_probes([*services.values(), *pings])
+    by_service = dict(zip(services, results, strict=False))
+    by_served = dict(zip((c.id for c in running), results[len(services) :], strict=True))
+    return by_service, by_served
+
+
+def served_rows(config: StackConfig, containers: Sequence[ContainerInfo]) -> list[Row]:
+    """Each served model: its container, and whether /ping answers."""
+    _, by_served = _probe_all(config, {}, containers)
+    return [_served_row(config, c, by_served.get(c.id)) for c in sorted(containers, key=served_name)]
+
+
+def status(
+    config: StackConfig, engine: EngineAPI, *, backends: Backends | None = None
+) -> StatusResult:
+    """What runs, whether it answers, and what to do about what does not."""
+    project = Project.open(config)
+    everything = engine.containers(labels.of_project(config.project))
+    containers = {c.service: c for c in everything if c.service in SERVICES}
+    served = sorted((c for c in everything if c.service == SERVE_SERVICE), key=served_name)
+    service_probes: dict[str, Probe] = {}
+    if project is not None and containers:
+        all_probes = (backends or HostBackends(project)).probes()
+        running = [n for n in SERVICES if n in containers and containers[n].running]
+        service_probes = {n: all_probes[n] for n in running}
+    by_service, by_served = _probe_all(config, service_probes, served)
+    served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
+    if project is None or not containers:
+        rows = [Row(n, n, f"{config.project}-{n}", "missing", None, "", None) for n in SERVICES]
+        return StatusResult(
+            config.project, Overall.NOT_RUNNING, rows, config.tracking_uri, served=served_list
+        )
+    rows = [_service_row(project, n, containers.get(n), by_service.get(n)) for n in SERVICES]
+    extra = sorted(c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE))
+    overall = overall_status(rows, served_list)
+    return StatusResult(config.project, overall, rows, config.tracking_uri, extra, served_list)

@@ -1,0 +1,326 @@
+"""`mlstack up`: bring the stack to its spec and return once every service answers real requests.
+
+Order: preflight (container names, host ports, images; nothing is created before it passed),
+network and volumes, every container created before the first starts, then the tiers started
+in order (PostgreSQL and S3 together, then MLflow), each probed; the database and bucket are
+provisioned before MLflow starts (it migrates its schema into the database). A server of another
+MLflow image than the one that last ran on the database starts only after a backup and a
+successful `mlflow db upgrade`.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mlstack.choices import PullPolicy
+from mlstack.compose.render import write_rendered
+from mlstack.compose.services import START_TIERS
+from mlstack.config import StackConfig
+from mlstack.engine import ContainerInfo, EngineAPI
+from mlstack.errors import Conflict, ExitCode, ImageUnavailable, MlstackError, StateError
+from mlstack.health import wait_ready
+from mlstack.project import migration
+from mlstack.project.backends import Backends, HostBackends
+from mlstack.project.context import Project, stop_grace
+from mlstack.project.migration import UpgradeOutcome
+from mlstack.project.ports import check_ports
+from mlstack.project.reporting import Event, Reporter, Result, quiet
+from mlstack.project.watch import exited_check, with_log
+from mlstack.state import read_image_record, record_image
+
+
+class Action(str, Enum):
+    CREATED = "created"
+    RECREATED = "recreated"
+    STARTED = "started"
+    KEPT = "kept"
+
+
+@dataclass(frozen=True)
+class ServiceOutcome:
+    service: str
+    container: str
+    action: Action
+    url: str
+    ready_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class UpResult(Result):
+    project: str
+    tracking_uri: str
+    services: list[ServiceOutcome]
+    database_created: bool
+    bucket_created: bool
+    secrets_created: bool
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    upgrade: UpgradeOutcome | None = None  # the database was migrated to a new MLflow image
+
+    @property
+    def changed(self) -> bool:
+        return any(s.action is not Action.KEPT for s in self.services)
+
+    @property
+    def output(self) -> str:
+        return self.tracking_uri
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+
+def exposed_warning(config: StackConfig) -> str:
+    """What `up` says when the ports are published beyond this machine."""
+    text = (
+        f"ports are published on {config.bind}: anyone who can reach this machine can reach "
+        "the stack (MLflow, and PostgreSQL and S3 behind their passwords)"
+    )
+    if config.auth:
+        return (
+            text + "; MLflow asks for a login (auth: true); keep bind: 127.0.0.1 unless you need it"
+        )
+    return (
+        text + "; MLflow has no login: set auth: true (MLflow's basic auth), and keep "
+        "bind: 127.0.0.1 unless you need it"
+    )
+
+
+# --- preflight -------------------------------------------------------------------------------
+
+
+def _existing(project: Project, engine: EngineAPI) -> dict[str, ContainerInfo]:
+    """Our existing containers by service; refuse a same-named container that is not ours."""
+    ours: dict[str, ContainerInfo] = {}
+    for name, spec in project.spec.services.items():
+        info = engine.inspect(spec.container_name)
+        if info is None:
+            continue
+        if info.project != project.name:
+            raise Conflict(
+                f"a container named {spec.container_name} exists and is not part of mlstack "
+                f"project {project.name!r}",
+                "remove or rename that container, or choose another project name "
+                "(set project in mlstack.yaml or --project)",
+            )
+        ours[name] = info
+    return ours
+
+
+def _ensure_images(
+    project: Project, engine: EngineAPI, policy: PullPolicy, report: Reporter
+) -> None:
+    services = project.spec.services
+    for image in dict.fromkeys(s.image for s in services.values()):
+        # The service names are the config's sections: postgres.image, storage.image, ...
+        key = next(f"{k}.image" for k, s in services.items() if s.image == image)
+        present = engine.image_id(image) is not None
+        if policy is PullPolicy.NEVER and not present:
+            raise ImageUnavailable(
+                f"image {image} is not on this machine and --pull never forbids pulling it",
+                f"pull or build it first, use --pull missing, or set {key} to an image you have",
+            )
+        if policy is PullPolicy.ALWAYS or not present:
+            report(Event("step", message=f"pulling {image}"))
+            try:
+                engine.pull(image, lambda p: report(Event("pull", pull=p)))
+            except ImageUnavailable as e:
+                e.hint = (
+                    "check the image name, your network and registry login (docker login), "
+                    f"or set {key} to an image you have (a local or mirrored one)"
+                )
+                raise
+
+
+def preflight(
+    project: Project, engine: EngineAPI, pull: PullPolicy, report: Reporter
+) -> dict[str, ContainerInfo]:
+    """Everything `up` checks before it creates anything; the existing containers by service."""
+    current = _existing(project, engine)
+    held = [port for info in current.values() for port in info.host_ports()]
+    check_ports(project.config.bind, project.config.published_ports(), held)
+    _ensure_images(project, engine, pull, report)
+    return current
+
+
+# --- starting ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One service's container made to match its spec, not yet started."""
+
+    action: Action
+    restarts: int  # its restart count now: more later means it crashed while starting
+    start: bool
+
+
+class _Starter:
+    """The part of `up` that creates, starts, probes and provisions, tier by tier."""
+
+    def __init__(
+        self,
+        project: Project,
+        engine: EngineAPI,
+        backends: Backends,
+        current: dict[str, ContainerInfo],
+        deadline: float,
+        report: Reporter,
+    ) -> None:
+        self.project, self.engine, self.backends = project, engine, backends
+        self.current, self.deadline, self.report = current, deadline, report
+        self.prepared: dict[str, Prepared] = {}
+        self.ready: dict[str, float] = {}
+        self.database_created = self.bucket_created = False
+        self.upgraded: UpgradeOutcome | None = None
+        self.mlflow_image_id = ""
+        self.probes = backends.probes(engine)
+
+    def _prepare(self, name: str) -> Prepared:
+        """Creating every container before the first one starts takes container creation off
+        the critical path: MLflow's container is ready the moment its dependencies are."""
+        spec, current = self.project.service(name), self.current.get(name)
+        if current is not None and current.spec_hash == spec.spec_hash:
+            action = Action.KEPT if current.running else Action.STARTED
+            return Prepared(action, current.restart_count, not current.running)
+        action = Action.CREATED
+        if current is not None:
+            if current.running:  # stop gracefully: PostgreSQL needs its shutdown checkpoint
+                self.engine.stop(spec.container_name, stop_grace(name))
+            self.engine.remove(spec.container_name)
+            action = Action.RECREATED
+        self.engine.create(spec, self.project.spec.network, [name, spec.container_name])
+        return Prepared(action, 0, True)
+
+    def run(self) -> None:
+        names = list(self.project.spec.services)
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            self.prepared = dict(zip(names, pool.map(self._prepare, names), strict=True))
+            self.mlflow_image_id = self._mlflow_image_id()
+            for tier in START_TIERS:
+                if "mlflow" in tier and self.prepared["mlflow"].start:
+                    self._upgrade_if_needed()
+                self.report(Event("step", message="starting " + ", ".join(tier)))
+                starting = [n for n in tier if self.prepared[n].start]
+                list(pool.map(lambda n: self.engine.start(self.project.container(n)), starting))
+                self._wait(tier)
+                if "postgres" in tier:
+                    self._provision()
+
+    def _mlflow_image_id(self) -> str:
+        """The image the MLflow container will run: its own when it is kept as it is."""
+        old = self.current.get("mlflow")
+        if old is not None and self.prepared["mlflow"].action in (Action.KEPT, Action.STARTED):
+            return old.image_id
+        return self.engine.image_id(self.project.config.mlflow.image) or ""
+
+    def _upgrade_if_needed(self) -> None:
+        """A new MLflow image on an existing schema: backup, then migrate, before it starts."""
+        record = read_image_record(self.project.state)
+        previous = migration.previous_image(record, self.current.get("mlflow"))
+        if not migration.may_need_migration(previous, self.mlflow_image_id):
+            return
+        revision = self.backends.schema_revision()
+        if revision is not None and migration.needs_migration(
+            previous, self.mlflow_image_id, revision
+        ):
+            self.upgraded = migration.upgrade(
+                self.project, self.engine, previous, revision, self.report
+            )
+
+    def _wait(self, tier: tuple[str, ...]) -> None:
+        probes = self.probes
+        containers = {n: self.project.container(n) for n in tier}
+        self.ready.update(
+            wait_ready(
+                [probes[name] for name in tier],
+                timeout=max(1.0, self.deadline - time.monotonic()),
+                exited=exited_check(
+                    self.engine, containers, {n: self.prepared[n].restarts for n in tier}
+                ),
+                on_ready=lambda s, seconds: self.report(Event("ready", service=s, seconds=seconds)),
+            )
+        )
+
+    def _provision(self) -> None:
+        """Before MLflow starts: it migrates its schema into the database."""
+        self.report(Event("step", message="database and bucket"))
+        self.database_created = self.backends.ensure_databases()
+        self.bucket_created = self.backends.ensure_bucket()
+
+    def undo(self, network_created: bool) -> None:
+        """Remove what this `up` created (the volumes hold other credentials: it cannot work)."""
+        for name, prepared in self.prepared.items():
+            if prepared.action is not Action.KEPT:
+                container = self.project.container(name)
+                self.engine.stop(container, stop_grace(name))
+                self.engine.remove(container)
+        if network_created:
+            self.engine.remove_network(self.project.spec.network)
+
+
+def up(
+    project: Project,
+    engine: EngineAPI,
+    *,
+    pull: PullPolicy = PullPolicy.MISSING,
+    timeout: float = 180.0,
+    report: Reporter = quiet,
+    backends: Backends | None = None,
+) -> UpResult:
+    """Bring the stack to its spec and return once every service answers real requests."""
+    started = time.monotonic()
+    config = project.config
+    warnings = [exposed_warning(config)] if config.exposed else []
+    current = preflight(project, engine, pull, report)
+    project.save_secrets()
+
+    report(Event("step", message="network and volumes"))
+    network_created = engine.ensure_network(project.spec.network, project.spec.labels)
+    for volume in project.spec.volume_names():
+        engine.ensure_volume(volume, project.spec.labels)
+
+    starter = _Starter(
+        project, engine, backends or HostBackends(project), current, started + timeout, report
+    )
+    try:
+        starter.run()
+    except StateError:
+        starter.undo(network_created)
+        raise
+    except MlstackError as e:
+        if e.service is not None and e.service in project.spec.services:
+            with_log(
+                e, engine, project.container(e.service), scrub=project.scrub, service=e.service
+            )
+        raise
+    # What runs, for reference and plain compose; only now: a failed `up` (say, on volumes from
+    # other credentials) must not overwrite the last record of the credentials that work.
+    write_rendered(project.state.root, config, project.secrets, compose=project.compose)
+    record_image(project.state, config.mlflow.image, starter.mlflow_image_id)
+    urls = project.urls()
+    services = [
+        ServiceOutcome(
+            name,
+            project.container(name),
+            starter.prepared[name].action,
+            urls[name],
+            starter.ready.get(name),
+        )
+        for tier in START_TIERS
+        for name in tier
+    ]
+    return UpResult(
+        project=config.project,
+        tracking_uri=config.tracking_uri,
+        services=services,
+        database_created=starter.database_created,
+        bucket_created=starter.bucket_created,
+        secrets_created=project.secrets_created,
+        seconds=time.monotonic() - started,
+        warnings=warnings,
+        upgrade=starter.upgraded,
+    )

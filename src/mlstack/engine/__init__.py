@@ -1,0 +1,154 @@
+"""What commands need from a container engine, as one typed interface.
+
+`EngineAPI` is the seam: the Docker SDK sits behind it in `engine/docker.py` (the only module
+that imports docker), the tests' FakeEngine implements it in memory, and later targets (a remote
+host, a swarm) go behind it too. Every method raises mlstack errors only, with the engine's own
+error as the cause: `EngineUnavailable` (exit 3), `EngineConflict` (4), `ImageUnavailable` (5),
+`EngineError` (1); a missing object is a return value (None, False) or nothing to do, not an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from mlstack.engine.models import (
+    ContainerInfo,
+    HealthcheckSpec,
+    OneShot,
+    PortSpec,
+    PullProgress,
+    ServiceSpec,
+)
+from mlstack.errors import EngineConflict, EngineError, EngineUnavailable, ImageUnavailable
+
+__all__ = [
+    "ContainerInfo",
+    "EngineAPI",
+    "EngineConflict",
+    "EngineError",
+    "EngineUnavailable",
+    "HealthcheckSpec",
+    "ImageUnavailable",
+    "OneShot",
+    "PortSpec",
+    "PullProgress",
+    "ServiceSpec",
+    "connect",
+]
+
+
+class EngineAPI(Protocol):
+    """A connected container engine. Objects are found by label, not by name."""
+
+    def close(self) -> None: ...
+
+    # images
+    def image_id(self, ref: str) -> str | None:
+        """The local image's id (sha256:...), None when it is not present."""
+        ...
+
+    def pull(self, ref: str, on_progress: Callable[[PullProgress], None]) -> None:
+        """Pull one image, reporting byte progress summed over its layers."""
+        ...
+
+    # networks and volumes
+    def ensure_network(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Create a bridge network unless it exists; True when created."""
+        ...
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Create a named volume unless it exists; True when created."""
+        ...
+
+    def networks(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of the networks carrying every one of `labels`, sorted."""
+        ...
+
+    def volumes(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of the volumes carrying every one of `labels`, sorted."""
+        ...
+
+    def remove_network(self, name: str) -> None: ...
+
+    def remove_volume(self, name: str) -> None: ...
+
+    # containers
+    def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Every container carrying every one of `labels`, running or not, sorted by name."""
+        ...
+
+    def inspect(self, name_or_id: str) -> ContainerInfo | None:
+        """One container, None when there is none of that name or id."""
+        ...
+
+    def create(self, spec: ServiceSpec, network: str, aliases: list[str]) -> str:
+        """Create (not start) the container for `spec` on `network`; returns its id."""
+        ...
+
+    def start(self, name_or_id: str) -> None: ...
+
+    def stop(self, name_or_id: str, timeout: float) -> None:
+        """Stop gracefully (the spec's stop signal), killing after `timeout` seconds."""
+        ...
+
+    def remove(self, name_or_id: str) -> None:
+        """Remove a container, running or not, with its anonymous volumes."""
+        ...
+
+    def logs(
+        self, name_or_id: str, *, tail: int | str = "all", follow: bool = False
+    ) -> Iterator[bytes]:
+        """The container's output as chunks (a stream when following)."""
+        ...
+
+    def log_tail(self, name_or_id: str, lines: int = 20) -> str:
+        """The last lines a container printed, for error messages; never raises."""
+        ...
+
+    def exec(
+        self,
+        name_or_id: str,
+        command: list[str],
+        *,
+        environment: Mapping[str, str] | None = None,
+        user: str = "",
+    ) -> tuple[int, str]:
+        """Run a command in a running container; (exit code, output)."""
+        ...
+
+    def copy_out(self, name_or_id: str, path: str, dest: Path) -> None:
+        """Copy one file out of a container to `dest`."""
+        ...
+
+    def copy_in(self, name_or_id: str, source: Path, directory: str, name: str) -> None:
+        """Copy one file into a directory of a container as `name`."""
+        ...
+
+    def run_once(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        name: str,
+        network: str,
+        environment: Mapping[str, str],
+        labels: Mapping[str, str],
+        timeout: float,
+        tail: int = 20,
+    ) -> OneShot:
+        """Run a container on `network` to its end; it is removed whatever happens."""
+        ...
+
+    def memory_used(self, name_or_id: str) -> int:
+        """Current memory use of a running container in bytes (0 when unknown)."""
+        ...
+
+
+def connect(timeout: float = 60) -> EngineAPI:
+    """The engine the environment names (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)."""
+    # deferred: the docker SDK and requests cost ~0.1 s to import; --help and config need neither
+    from mlstack.engine.docker import DockerEngine
+
+    return DockerEngine.connect(timeout)

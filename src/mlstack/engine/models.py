@@ -1,0 +1,151 @@
+"""Typed models of what goes into an engine (a container's spec) and what comes out (its state).
+
+Plain frozen dataclasses, no docker types: commands, the FakeEngine of the tests and any later
+engine (a remote host, a swarm) speak these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from mlstack import labels
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    host_ip: str
+    host_port: int
+    container_port: int
+
+    @classmethod
+    def parse(cls, text: str) -> PortSpec:
+        """'127.0.0.1:5050:5000' or '[::1]:5050:5000'."""
+        match = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):(\d+):(\d+)", text)
+        if not match:
+            raise ValueError(f"port {text!r} must be HOST_IP:HOST_PORT:CONTAINER_PORT")
+        host_ip = match.group(1).strip("[]")
+        return cls(host_ip, int(match.group(2)), int(match.group(3)))
+
+
+@dataclass(frozen=True)
+class HealthcheckSpec:
+    test: tuple[str, ...]
+    interval: float
+    timeout: float
+    retries: int
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One container, fully resolved (secrets included): never print it."""
+
+    name: str
+    container_name: str
+    image: str
+    command: tuple[str, ...] | None
+    environment: Mapping[str, str]
+    ports: tuple[PortSpec, ...]
+    volumes: tuple[tuple[str, str], ...]  # (volume name, mount path)
+    labels: Mapping[str, str]
+    restart: str
+    stop_signal: str | None
+    stop_grace_period: float
+    healthcheck: HealthcheckSpec | None
+    depends_on: tuple[str, ...]
+    spec_hash: str = field(default="", compare=False)
+
+    def with_hash(self) -> ServiceSpec:
+        """The spec labelled with a digest of itself: `up` recreates a container whose differs."""
+        payload = asdict(self)
+        payload.pop("spec_hash")
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return replace(self, labels={**self.labels, labels.SPEC_HASH: digest}, spec_hash=digest)
+
+    def port_for(self, container_port: int) -> PortSpec | None:
+        return next((p for p in self.ports if p.container_port == container_port), None)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What `status` and `up` need to know about one container."""
+
+    id: str
+    name: str
+    image: str
+    state: str  # created | running | restarting | exited | paused | dead
+    health: str | None  # starting | healthy | unhealthy | None (no healthcheck)
+    exit_code: int
+    restart_count: int
+    ports: Mapping[str, list[tuple[str, int]]]  # "5000/tcp" -> [(host_ip, host_port)]
+    labels: Mapping[str, str]
+    image_id: str = ""  # sha256:..., what the container really runs (the tag may have moved)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def service(self) -> str:
+        return self.labels.get(labels.SERVICE, "")
+
+    @property
+    def project(self) -> str:
+        return self.labels.get(labels.PROJECT, "")
+
+    @property
+    def spec_hash(self) -> str:
+        return self.labels.get(labels.SPEC_HASH, "")
+
+    def host_ports(self) -> list[int]:
+        """Every host port the container publishes."""
+        return [port for binds in self.ports.values() for _, port in binds]
+
+    @classmethod
+    def from_inspect(cls, data: Mapping[str, Any]) -> ContainerInfo:
+        """From the engine's inspect JSON (`docker inspect`)."""
+        state = data.get("State", {})
+        bindings = (data.get("NetworkSettings") or {}).get("Ports") or {}
+        ports = {
+            key: [
+                (b.get("HostIp", ""), int(b["HostPort"]))
+                for b in (value or [])
+                if b.get("HostPort")
+            ]
+            for key, value in bindings.items()
+        }
+        return cls(
+            id=data["Id"],
+            name=data["Name"].lstrip("/"),
+            image=data.get("Config", {}).get("Image", ""),
+            state=state.get("Status", "unknown"),
+            health=(state.get("Health") or {}).get("Status"),
+            exit_code=int(state.get("ExitCode") or 0),
+            restart_count=int(data.get("RestartCount") or 0),
+            ports=ports,
+            labels=data.get("Config", {}).get("Labels") or {},
+            image_id=str(data.get("Image", "")),
+        )
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """Progress of one image pull, summed over its layers."""
+
+    image: str
+    completed: int
+    total: int
+    status: str
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class OneShot:
+    """A container run to its end (`mlflow db upgrade`): how it ended and what it said last."""
+
+    exit_code: int  # -1 when it did not end in time and was killed
+    log_tail: str

@@ -1,0 +1,89 @@
+"""The stack's services as their clients reach them: probes, databases, the bucket, the schema.
+
+`Backends` is the second seam beside the engine: `up` and `status` talk to the services only
+through it, so the tests drive them with scripted services on the FakeEngine, and a stack whose
+PostgreSQL or S3 is managed elsewhere can put its own behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from mlstack.adapters import postgres, s3
+from mlstack.compose.render import api_check
+from mlstack.engine import EngineAPI
+from mlstack.errors import NotReady
+from mlstack.health import CallableProbe, PostgresProbe, Probe, S3Probe
+from mlstack.project.context import Project
+
+
+class Backends(Protocol):
+    def probes(self, engine: EngineAPI | None = None) -> dict[str, Probe]:
+        """A readiness probe per service; with an engine, MLflow's also checks in-network."""
+        ...
+
+    def ensure_databases(self) -> bool:
+        """Create the tracking (and auth) databases unless they exist; True when the tracking
+        database was created."""
+        ...
+
+    def ensure_bucket(self) -> bool:
+        """Create the artifact bucket unless it exists; True when created."""
+        ...
+
+    def schema_revision(self) -> str | None:
+        """MLflow's alembic revision in the tracking database, None without a schema."""
+        ...
+
+
+def in_network_check(auth: bool) -> list[str]:
+    """Python run inside the MLflow container: the API by its in-network name, as serve does."""
+    return ["python", "-S", "-c", api_check(5, auth=auth)]
+
+
+class HostBackends:
+    """The services through the ports the stack publishes on this machine."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+
+    def probes(self, engine: EngineAPI | None = None) -> dict[str, Probe]:
+        p = self.project
+        mlflow: Probe = p.mlflow_probe()
+        if engine is not None:
+            mlflow = CallableProbe("mlflow", _host_and_network(p, engine, mlflow))
+        return {
+            "postgres": PostgresProbe("postgres", p.postgres()),
+            "storage": S3Probe("storage", p.s3()),
+            "mlflow": mlflow,
+        }
+
+    def ensure_databases(self) -> bool:
+        c = self.project.config
+        target = self.project.postgres()
+        created = postgres.ensure_database(target, c.postgres.database)
+        if c.auth:
+            postgres.ensure_database(target, c.auth_database)
+        return created
+
+    def ensure_bucket(self) -> bool:
+        return s3.ensure_bucket(self.project.s3(), self.project.config.storage.bucket)
+
+    def schema_revision(self) -> str | None:
+        return postgres.schema_revision(self.project.postgres())
+
+
+def _host_and_network(project: Project, engine: EngineAPI, from_host: Probe) -> Callable[[], None]:
+    container = project.container("mlflow")
+
+    def check() -> None:
+        from_host.check()
+        info = engine.inspect(container)
+        if info is not None and info.health == "healthy":
+            return  # Docker's healthcheck made this same in-network call moments ago
+        code, output = engine.exec(container, in_network_check(project.config.auth))
+        if code != 0:
+            raise NotReady(f"in-network API call failed: {output.strip()[-200:]}", service="mlflow")
+
+    return check

@@ -1,0 +1,178 @@
+"""One project's config, state, credentials and specs, derived once per command.
+
+Every command starts here: `Project.open` reads the secrets (never creating them unless asked),
+renders the compose file and parses it into the specs the engine creates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlstack import credentials
+from mlstack.adapters.mlflow_http import basic_auth_header
+from mlstack.adapters.postgres import PgTarget
+from mlstack.adapters.s3 import S3Target
+from mlstack.compose.render import render_compose
+from mlstack.compose.services import StackSpec, from_compose
+from mlstack.config import StackConfig
+from mlstack.credentials import AUTH_KEYS, StackSecrets
+from mlstack.engine import EngineAPI, ServiceSpec
+from mlstack.errors import NotRunning
+from mlstack.health import MlflowProbe, run_probe
+from mlstack.state import ProjectState
+
+SERVICES = ("postgres", "storage", "mlflow")
+STOP_GRACE = {"postgres": 20.0}  # PostgreSQL gets time for a clean shutdown checkpoint
+
+
+def stop_grace(service: str) -> float:
+    return STOP_GRACE.get(service, 10.0)
+
+
+@dataclass(frozen=True)
+class Project:
+    """One project's config, state, credentials and specs."""
+
+    config: StackConfig
+    state: ProjectState
+    secrets: StackSecrets
+    spec: StackSpec
+    compose: str
+    secrets_created: bool = False
+    secrets_added: tuple[str, ...] = ()  # keys an older secrets file lacked, generated now
+
+    @classmethod
+    def open(
+        cls, config: StackConfig, *, create_secrets: bool = False, save: bool = True
+    ) -> Project | None:
+        """The project for `config`; None when it has never been brought up (no secrets yet).
+
+        With `create_secrets`, missing secrets are generated, and stored unless `save` is False:
+        `up` stores them only once its preflight passed, so a refused `up` leaves no state.
+        """
+        state = ProjectState.for_project(config.project)
+        loaded = credentials.load(state)
+        if loaded is None and not create_secrets:
+            return None
+        added: tuple[str, ...] = ()
+        if loaded is None:
+            creds = StackSecrets.generate()
+        elif create_secrets:
+            creds, added = credentials.complete(loaded)
+        else:
+            creds = loaded
+        compose = render_compose(config)
+        variables = creds.as_env()
+        if not creds.has_auth:
+            # A secrets file from before auth existed: the next `up` adds the login. Until then
+            # the reading commands render with stand-ins (`status` then shows MLflow's config
+            # as changed, which it is).
+            variables.update({k: "not-made-until-up" for k in AUTH_KEYS if not variables[k]})
+        spec = from_compose(compose, variables)
+        project = cls(config, state, creds, spec, compose, loaded is None, added)
+        if save:
+            project.save_secrets()
+        return project
+
+    def save_secrets(self) -> None:
+        """Store new secrets, or the keys an older file lacks (mode 0600); never changes a value."""
+        if self.secrets_created or self.secrets_added:
+            credentials.save(self.state, self.secrets, self.secrets_added)
+
+    @property
+    def name(self) -> str:
+        return self.config.project
+
+    def service(self, name: str) -> ServiceSpec:
+        return self.spec.services[name]
+
+    def container(self, service: str) -> str:
+        """The container name of one of the stack's services."""
+        return self.spec.services[service].container_name
+
+    def postgres(self) -> PgTarget:
+        """The stack's PostgreSQL as a client on this machine reaches it."""
+        c, s = self.config, self.secrets
+        host = c.client_host
+        return PgTarget(
+            host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database
+        )
+
+    def postgres_inside(self) -> PgTarget:
+        """The same database as seen from inside its own container (for pg_dump/pg_restore)."""
+        c, s = self.config, self.secrets
+        return PgTarget(
+            "127.0.0.1", 5432, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database
+        )
+
+    def s3(self) -> S3Target:
+        return S3Target(
+            self.config.s3_endpoint, self.secrets.S3_ACCESS_KEY, self.secrets.S3_SECRET_KEY
+        )
+
+    def mlflow_headers(self) -> dict[str, str]:
+        """What an API call to MLflow sends: the admin's basic-auth header when auth is on."""
+        if not self.config.auth or not self.secrets.has_auth:
+            return {}
+        return basic_auth_header(
+            self.secrets.MLFLOW_AUTH_ADMIN_USERNAME, self.secrets.MLFLOW_AUTH_ADMIN_PASSWORD
+        )
+
+    def mlflow_probe(self) -> MlflowProbe:
+        return MlflowProbe("mlflow", self.config.tracking_uri, headers=self.mlflow_headers())
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret value masked: logs may echo credentials."""
+        for value in self.secrets.values():
+            text = text.replace(value, "****")
+        return text
+
+    def urls(self) -> dict[str, str]:
+        c = self.config
+        return {
+            "postgres": f"postgresql://{c.client_host}:{c.postgres.port}/{c.postgres.database}",
+            "storage": c.s3_endpoint,
+            "mlflow": c.tracking_uri,
+        }
+
+
+def not_running(config: StackConfig, command: str) -> NotRunning:
+    return NotRunning(
+        f"the stack {config.project!r} is not running: `mlstack {command}` needs it",
+        "start it with `mlstack up`",
+    )
+
+
+def open_existing(config: StackConfig, command: str) -> Project:
+    """The project, when it has been brought up before (it has secrets); NotRunning otherwise."""
+    project = Project.open(config)
+    if project is None:
+        raise not_running(config, command)
+    return project
+
+
+def require_running(config: StackConfig, engine: EngineAPI, command: str) -> Project:
+    """The project, when its tracking server runs and answers an API call; NotRunning otherwise.
+
+    For commands that use the stack rather than manage it (`demo`, `serve`).
+    """
+    project = open_existing(config, command)
+    info = engine.inspect(project.container("mlflow"))
+    if info is None or not info.running or info.project != config.project:
+        raise not_running(config, command)
+    probe = run_probe(project.mlflow_probe())
+    if not probe.ok:
+        raise NotRunning(
+            f"the tracking server of stack {config.project!r} does not answer at "
+            f"{config.tracking_uri}: {probe.detail}",
+            "see `mlstack status`; `mlstack up` repairs the stack",
+        )
+    return project
+
+
+def require_data_services(project: Project, engine: EngineAPI, command: str) -> None:
+    """NotRunning unless the stack's PostgreSQL and S3 containers run (`backup`, `restore`)."""
+    for name in ("postgres", "storage"):
+        info = engine.inspect(project.container(name))
+        if info is None or not info.running:
+            raise not_running(project.config, command)

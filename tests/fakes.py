@@ -1,0 +1,340 @@
+"""A FakeEngine and scripted service backends: commands tested without Docker.
+
+`FakeEngine` implements `mlstack.engine.EngineAPI` in memory (mypy checks that it does):
+containers with state, health, restart count, exit code and logs; networks and volumes with
+labels; local images. What a container does when started is a `Behaviour`: run, exit, crash-loop.
+`FakeBackends` implements `mlstack.project.backends.Backends`: a probe per service that passes
+only while its container runs, plus what a test scripts (refuse N times, hang, reject).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlstack import labels
+from mlstack.engine import ContainerInfo, EngineAPI, OneShot, PullProgress, ServiceSpec
+from mlstack.errors import EngineConflict, ImageUnavailable, MlstackError, NotReady
+from mlstack.health import Probe
+from mlstack.project.backends import Backends
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    name: str
+    image: str
+    image_id: str
+    labels: dict[str, str]
+    network: str
+    aliases: list[str]
+    ports: dict[str, list[tuple[str, int]]]
+    spec: ServiceSpec | None = None
+    state: str = "created"
+    health: str | None = None
+    exit_code: int = 0
+    restart_count: int = 0
+    log: list[bytes] = field(default_factory=list)
+
+    def info(self) -> ContainerInfo:
+        return ContainerInfo(
+            id=self.id,
+            name=self.name,
+            image=self.image,
+            state=self.state,
+            health=self.health,
+            exit_code=self.exit_code,
+            restart_count=self.restart_count,
+            ports={k: list(v) for k, v in self.ports.items()},
+            labels=dict(self.labels),
+            image_id=self.image_id,
+        )
+
+
+Behaviour = Callable[[FakeContainer], None]
+
+
+def runs(container: FakeContainer) -> None:
+    """A service that starts and keeps running (the default)."""
+    container.state = "running"
+    container.exit_code = 0
+
+
+def exits(code: int, log: str) -> Behaviour:
+    """A service that prints `log` and exits with `code` as soon as it starts."""
+
+    def behaviour(container: FakeContainer) -> None:
+        container.log.append(log.encode())
+        container.state = "exited"
+        container.exit_code = code
+
+    return behaviour
+
+
+def crash_loops(code: int, log: str, restarts: int = 3) -> Behaviour:
+    """A service that dies at once, again and again, under `restart: unless-stopped`."""
+
+    def behaviour(container: FakeContainer) -> None:
+        container.log.append(log.encode())
+        container.state = "restarting"
+        container.exit_code = code
+        container.restart_count += restarts
+
+    return behaviour
+
+
+class FakeEngine:
+    """An in-memory EngineAPI. `calls` records every changing call as (verb, name)."""
+
+    def __init__(self, images: Mapping[str, str] | None = None) -> None:
+        self.images: dict[str, str] = dict(images or {})  # ref -> id
+        self.pullable: set[str] = set()  # refs a pull would find
+        self.by_name: dict[str, FakeContainer] = {}  # by container name
+        self.network_labels: dict[str, dict[str, str]] = {}
+        self.volume_labels: dict[str, dict[str, str]] = {}
+        self.behaviours: dict[str, Behaviour] = {}  # by service label (or container name)
+        self.interrupt_at: tuple[str, str] | None = None  # (verb, name): Ctrl-C right there
+        self.calls: list[tuple[str, str]] = []
+        self.closed = False
+
+    # --- helpers for tests ---------------------------------------------------------------
+
+    def _record(self, verb: str, name: str) -> None:
+        if self.interrupt_at == (verb, name):
+            self.interrupt_at = None
+            raise KeyboardInterrupt
+        self.calls.append((verb, name))
+
+    def _find(self, name_or_id: str) -> FakeContainer | None:
+        if name_or_id in self.by_name:
+            return self.by_name[name_or_id]
+        return next((c for c in self.by_name.values() if c.id == name_or_id), None)
+
+    def container(self, name: str) -> FakeContainer:
+        found = self._find(name)
+        assert found is not None, f"no container {name}"
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(self.by_name)
+
+    # --- EngineAPI -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.closed = True
+
+    def image_id(self, ref: str) -> str | None:
+        return self.images.get(ref)
+
+    def pull(self, ref: str, on_progress: Callable[[PullProgress], None]) -> None:
+        self._record("pull", ref)
+        if ref not in self.pullable:
+            raise ImageUnavailable(f"pulling {ref} failed: not found", "check the image name")
+        on_progress(PullProgress(ref, 5, 10, "Downloading"))
+        self.images[ref] = f"sha256:{next(_ids):064x}"
+        on_progress(PullProgress(ref, 10, 10, "done", done=True))
+
+    def ensure_network(self, name: str, labels: Mapping[str, str]) -> bool:
+        if name in self.network_labels:
+            return False
+        self._record("create-network", name)
+        self.network_labels[name] = dict(labels)
+        return True
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
+        if name in self.volume_labels:
+            return False
+        self._record("create-volume", name)
+        self.volume_labels[name] = dict(labels)
+        return True
+
+    @staticmethod
+    def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
+        return all(have.get(k) == v for k, v in want.items())
+
+    def networks(self, labels: Mapping[str, str]) -> list[str]:
+        return sorted(n for n, have in self.network_labels.items() if self._matches(have, labels))
+
+    def volumes(self, labels: Mapping[str, str]) -> list[str]:
+        return sorted(n for n, have in self.volume_labels.items() if self._matches(have, labels))
+
+    def remove_network(self, name: str) -> None:
+        if self.network_labels.pop(name, None) is not None:
+            self._record("remove-network", name)
+
+    def remove_volume(self, name: str) -> None:
+        if self.volume_labels.pop(name, None) is not None:
+            self._record("remove-volume", name)
+
+    def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        found = [c.info() for c in self.by_name.values() if self._matches(c.labels, labels)]
+        return sorted(found, key=lambda i: i.name)
+
+    def inspect(self, name_or_id: str) -> ContainerInfo | None:
+        found = self._find(name_or_id)
+        return found.info() if found is not None else None
+
+    def create(self, spec: ServiceSpec, network: str, aliases: list[str]) -> str:
+        if spec.container_name in self.by_name:
+            raise EngineConflict(f"creating container {spec.container_name}: name in use")
+        if spec.image not in self.images:
+            raise MlstackError(f"creating container {spec.container_name}: no image {spec.image}")
+        self._record("create", spec.container_name)
+        ports = {f"{p.container_port}/tcp": [(p.host_ip, p.host_port)] for p in spec.ports}
+        container = FakeContainer(
+            id=f"id{next(_ids)}",
+            name=spec.container_name,
+            image=spec.image,
+            image_id=self.images[spec.image],
+            labels=dict(spec.labels),
+            network=network,
+            aliases=list(aliases),
+            ports=ports,
+            spec=spec,
+        )
+        self.by_name[spec.container_name] = container
+        return container.id
+
+    def start(self, name_or_id: str) -> None:
+        container = self.container(name_or_id)
+        self._record("start", container.name)
+        service = container.labels.get(labels.SERVICE, "")
+        behaviour = self.behaviours.get(container.name) or self.behaviours.get(service, runs)
+        behaviour(container)
+
+    def stop(self, name_or_id: str, timeout: float) -> None:
+        container = self._find(name_or_id)
+        if container is None:
+            return
+        self._record("stop", container.name)
+        container.state = "exited"
+        container.exit_code = 0
+
+    def remove(self, name_or_id: str) -> None:
+        container = self._find(name_or_id)
+        if container is None:
+            return
+        self._record("remove", container.name)
+        del self.by_name[container.name]
+
+    def logs(
+        self, name_or_id: str, *, tail: int | str = "all", follow: bool = False
+    ) -> Iterator[bytes]:
+        container = self._find(name_or_id)
+        if container is None:
+            return
+        chunks = list(container.log)
+        if isinstance(tail, int):
+            lines = b"".join(chunks).splitlines(keepends=True)
+            chunks = [b"".join(lines[-tail:])] if tail else []
+        yield from chunks
+
+    def log_tail(self, name_or_id: str, lines: int = 20) -> str:
+        return b"".join(self.logs(name_or_id, tail=lines)).decode(errors="replace").rstrip()
+
+    def exec(
+        self,
+        name_or_id: str,
+        command: list[str],
+        *,
+        environment: Mapping[str, str] | None = None,
+        user: str = "",
+    ) -> tuple[int, str]:
+        container = self.container(name_or_id)
+        self._record("exec", container.name)
+        return (0, "") if container.state == "running" else (1, "container is not running")
+
+    def copy_out(self, name_or_id: str, path: str, dest: Path) -> None:
+        self._record("copy-out", name_or_id)
+        dest.write_bytes(b"")
+
+    def copy_in(self, name_or_id: str, source: Path, directory: str, name: str) -> None:
+        self._record("copy-in", name_or_id)
+
+    def run_once(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        name: str,
+        network: str,
+        environment: Mapping[str, str],
+        labels: Mapping[str, str],
+        timeout: float,
+        tail: int = 20,
+    ) -> OneShot:
+        self._record("run-once", name)
+        return OneShot(0, "")
+
+    def memory_used(self, name_or_id: str) -> int:
+        return 0
+
+
+def _is_engine(engine: FakeEngine) -> EngineAPI:
+    return engine  # mypy: FakeEngine implements every method of EngineAPI
+
+
+# --- the services' side ------------------------------------------------------------------------
+
+
+@dataclass
+class ScriptedProbe:
+    """Passes once its container runs, after `refusals` refusals; `hang` makes every check time
+    out, `error` raises that instead (a wrong password, a bug)."""
+
+    service: str
+    engine: FakeEngine
+    container: str
+    refusals: int = 0
+    hang: bool = False
+    error: BaseException | None = None
+    checks: int = 0
+
+    def check(self) -> None:
+        self.checks += 1
+        if self.error is not None:
+            raise self.error
+        info = self.engine.inspect(self.container)
+        if info is None or not info.running:
+            raise NotReady(f"{self.service}: connection refused", service=self.service)
+        if self.hang:
+            raise TimeoutError(f"{self.service}: timed out")
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise NotReady(f"{self.service}: starting up", service=self.service)
+
+
+class FakeBackends:
+    """Backends whose services answer as scripted: set fields of `scripted[service]`."""
+
+    def __init__(self, engine: FakeEngine, project: str) -> None:
+        self.engine = engine
+        self.scripted = {
+            name: ScriptedProbe(name, engine, f"{project}-{name}")
+            for name in ("postgres", "storage", "mlflow")
+        }
+        self.databases: list[str] = []
+        self.buckets: list[str] = []
+        self.revision: str | None = None
+
+    def probes(self, engine: EngineAPI | None = None) -> dict[str, Probe]:
+        return dict(self.scripted)
+
+    def ensure_databases(self) -> bool:
+        self.databases.append("created")
+        return len(self.databases) == 1
+
+    def ensure_bucket(self) -> bool:
+        self.buckets.append("created")
+        return len(self.buckets) == 1
+
+    def schema_revision(self) -> str | None:
+        return self.revision
+
+
+def _is_backends(backends: FakeBackends) -> Backends:
+    return backends  # mypy: FakeBackends implements Backends
