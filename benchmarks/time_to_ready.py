@@ -31,12 +31,14 @@ from pathlib import Path
 
 import yaml
 
+from mlstack import labels
+from mlstack.adapters import postgres, s3
+from mlstack.commands.down import down
+from mlstack.compose.render import write_rendered
 from mlstack.config import StackConfig
-from mlstack.engine import Engine
-from mlstack.health import MlflowProbe, PostgresProbe, S3Probe, s3_client, wait_ready
-from mlstack.provision import ensure_bucket, ensure_database
-from mlstack.render import write_rendered
-from mlstack.stack import Stack, down
+from mlstack.engine.docker import DockerEngine as Engine
+from mlstack.health import PostgresProbe, S3Probe, wait_ready
+from mlstack.project.context import Project as Stack
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -92,7 +94,7 @@ def critical_path(engine: Engine, config_path: Path, label: str) -> None:
     """Each service alone, from the specs `up` uses; volumes fresh on `cold`, kept on `warm`."""
     stack = Stack.open(load(config_path), create_secrets=True)
     assert stack is not None
-    c, s = stack.config, stack.secrets
+    c = stack.config
     engine.ensure_network(stack.spec.network, stack.spec.labels)
     for volume in stack.spec.volume_names():
         engine.ensure_volume(volume, stack.spec.labels)
@@ -104,20 +106,13 @@ def critical_path(engine: Engine, config_path: Path, label: str) -> None:
         engine.start(spec.container_name)
         wait_ready([probe], timeout=300, interval=0.05)  # type: ignore[list-item]
 
-    pg = PostgresProbe(
-        "postgres", c.client_host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD
-    )
-    s3 = S3Probe("storage", c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY)
+    pg = PostgresProbe("postgres", stack.postgres().on("postgres"))
+    storage = S3Probe("storage", stack.s3())
     timed(f"critical {label}: postgres", lambda: start_alone("postgres", pg))
-    timed(f"critical {label}: s3", lambda: start_alone("storage", s3))
-    ensure_database(
-        c.client_host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database
-    )
-    ensure_bucket(s3_client(c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY), c.storage.bucket)
-    timed(
-        f"critical {label}: mlflow",
-        lambda: start_alone("mlflow", MlflowProbe("mlflow", c.tracking_uri)),
-    )
+    timed(f"critical {label}: s3", lambda: start_alone("storage", storage))
+    postgres.ensure_database(stack.postgres(), c.postgres.database)
+    s3.ensure_bucket(stack.s3(), c.storage.bucket)
+    timed(f"critical {label}: mlflow", lambda: start_alone("mlflow", stack.mlflow_probe()))
     for name in ("mlflow", "storage", "postgres"):
         spec = stack.service(name)
         engine.stop(spec.container_name, 20)
@@ -130,7 +125,7 @@ def compose_baseline(engine: Engine, config_path: Path, workdir: Path) -> None:
     target = workdir / f"compose-{stack.config.project}"
     write_rendered(target, stack.config, stack.secrets)
     compose = shutil.which("docker-compose") or str(Path(PY).parent / "docker-compose")
-    c, s = stack.config, stack.secrets
+    c = stack.config
 
     def up_and_bucket() -> None:
         subprocess.run(
@@ -140,9 +135,7 @@ def compose_baseline(engine: Engine, config_path: Path, workdir: Path) -> None:
             capture_output=True,
         )
         # what a compose user has to do by hand: create the bucket
-        s3_client(c.s3_endpoint, s.S3_ACCESS_KEY, s.S3_SECRET_KEY).create_bucket(
-            Bucket=c.storage.bucket
-        )  # type: ignore[attr-defined]
+        s3.client(stack.s3()).create_bucket(Bucket=c.storage.bucket)
 
     timed("compose up --wait + bucket (cold)", up_and_bucket)
     timed(
@@ -154,7 +147,8 @@ def compose_baseline(engine: Engine, config_path: Path, workdir: Path) -> None:
 
 
 def idle_memory(engine: Engine, project: str) -> dict[str, int]:
-    return {c.service: engine.stats_memory(c.id) for c in engine.project_containers(project)}
+    found = engine.containers(labels.of_project(project))
+    return {c.service: engine.memory_used(c.id) for c in found}
 
 
 def summary() -> None:

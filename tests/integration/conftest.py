@@ -1,7 +1,10 @@
 """Fixtures for tests on the real Docker engine with the offline images.
 
 Each stack gets its own project name, state dir and free host ports, and is purged afterwards
-(containers, network, volumes), pass or fail. With CI=true a missing engine fails the tests.
+(containers, network, volumes), pass or fail. Every stack's config also carries this session's
+label (config key `labels`), so whatever a test leaves behind, even where `mlstack down` would
+not reach it, is swept by that label at the end of the session (as testcontainers does). With
+CI=true a missing engine fails the tests, and so does anything they would otherwise skip.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from typing import Any
 import pytest
 import yaml
 
+from mlstack import labels
 from mlstack.cli import run
 from mlstack.config import StackConfig, load_config
-from mlstack.engine import Engine
+from mlstack.credentials import StackSecrets
+from mlstack.credentials import load as load_secrets
+from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import EngineUnavailable
-from mlstack.secrets import StackSecrets
-from mlstack.secrets import load as load_secrets
-from mlstack.services import LABEL_PROJECT
 from mlstack.state import ProjectState
 from tests.secret_scan import assert_no_secrets, secret_values
 
 REPO = Path(__file__).resolve().parents[2]
+SESSION_LABEL = "org.mlstack-tests.session"
+SESSION = uuid.uuid4().hex[:12]
 IMAGE_FILES = {
     "seaweedfs": REPO / "tests" / "offline-images.yaml",
     "minio": REPO / "tests" / "offline-images-minio.yaml",
@@ -43,15 +48,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip on a developer's machine; with CI=true a test that cannot run is a failure."""
+    if in_ci():
+        pytest.fail(f"CI=true and this test cannot run: {reason}")
+    pytest.skip(reason)
+
+
+def sweep(engine: Engine, selector: Mapping[str, str]) -> list[str]:
+    """Remove every container, network and volume carrying `selector`; what was removed."""
+    removed = []
+    for info in engine.containers(selector):
+        engine.remove(info.id)
+        removed.append(f"container {info.name}")
+    for name in engine.networks(selector):
+        engine.remove_network(name)
+        removed.append(f"network {name}")
+    for name in engine.volumes(selector):
+        engine.remove_volume(name)
+        removed.append(f"volume {name}")
+    return removed
+
+
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     try:
         connected = Engine.connect(timeout=120)
     except EngineUnavailable as e:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true and no Docker engine: {e.message} (run scripts/engine)")
-        pytest.skip(f"no Docker engine: {e.message}; run scripts/engine")
+        skip_or_fail(f"no Docker engine: {e.message}; run scripts/engine")
+        raise
     yield connected
+    left = sweep(connected, {SESSION_LABEL: SESSION})
+    if left:
+        print(f"\nswept what the tests left behind: {', '.join(left)}")
     connected.close()
 
 
@@ -73,6 +106,7 @@ def offline_images(engine_name: str) -> dict[str, Any]:
     assert path.exists(), f"{path} is missing: run scripts/offline-images"
     data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict)
+    data["labels"] = {SESSION_LABEL: SESSION}  # every object of the stack: swept at the end
     return data
 
 
@@ -143,7 +177,7 @@ class Project:
     def leftovers(self) -> dict[str, list[str]]:
         """Every Docker object still labelled with this project."""
         api = self.engine._api
-        label = {"label": f"{LABEL_PROJECT}={self.name}"}
+        label = {"label": f"{labels.PROJECT}={self.name}"}
         return {
             # sorted: the engine lists in no fixed order
             "containers": sorted(c["Names"][0] for c in api.containers(all=True, filters=label)),
@@ -152,7 +186,7 @@ class Project:
         }
 
     def purge(self) -> None:
-        from mlstack.stack import down
+        from mlstack.commands.down import down
 
         down(self.config, self.engine, purge=True)
 

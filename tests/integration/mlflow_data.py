@@ -87,7 +87,7 @@ SNAPSHOT = textwrap.dedent(
 
 def client_env(project: Project) -> dict[str, str]:
     """What `mlstack env` prints (the tracking URI, artifacts kept proxied), and PATH/HOME."""
-    from mlstack.client_env import client_env as stack_env
+    from mlstack.adapters.mlflow_env import client_env as stack_env
 
     return client_process_env(stack_env(project.config, None).variables)
 

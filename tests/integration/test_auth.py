@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 import yaml
 
-from mlstack.health import basic_auth_header
+from mlstack.adapters.mlflow_http import basic_auth_header
 
 from .conftest import Project, client_process_env, free_ports, run_client
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.backup import content_counts
-from mlstack.stack import Stack
+from mlstack.adapters.postgres import content_counts
+from mlstack.project.context import Project as Stack
 
 from .conftest import Project
 from .mlflow_data import cli_ok, snapshot, write_runs
@@ -83,7 +83,7 @@ def test_backup_purge_restore(
     cli_ok(project, capsys, "up")
     stack = Stack.open(project.config)
     assert stack is not None
-    assert not any(content_counts(stack).values())
+    assert not any(content_counts(stack.postgres()).values())
     out, err = cli_ok(project, capsys, "restore", str(archive), "--json")
     restored = json.loads(out)
     assert restored["objects"] == result["objects"]

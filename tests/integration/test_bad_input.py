@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 import yaml
 
-from mlstack.engine import Engine
+from mlstack import labels
+from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import ExitCode
-from mlstack.services import LABEL_PROJECT
 from tests.secret_scan import assert_no_secrets, secret_values
 
-from .conftest import REPO, free_ports, offline_images
+from .conftest import REPO, free_ports, offline_images, skip_or_fail
 
 PREFIX = f"mlbad-{uuid.uuid4().hex[:6]}"
 NOBODY = 65534
@@ -198,10 +198,10 @@ def _listing(root: Path) -> dict[str, str]:
 def _engine_objects(engine: Engine) -> list[str]:
     """Containers, networks and volumes of any catalogue project (labelled io.mlstack.project)."""
     api = engine._api
-    label = {"label": LABEL_PROJECT}
+    label = {"label": labels.PROJECT}
 
-    def ours(labels: Mapping[str, str] | None) -> bool:
-        return (labels or {}).get(LABEL_PROJECT, "").startswith(PREFIX)
+    def ours(found: Mapping[str, str] | None) -> bool:
+        return (found or {}).get(labels.PROJECT, "").startswith(PREFIX)
 
     names = [
         f"container {c['Names'][0]}"
@@ -258,10 +258,10 @@ def as_nobody(box: Sandbox, engine: Engine) -> Iterator[None]:
     needs write access) stays closed to it, as for any user outside the docker group.
     """
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root and setpriv (util-linux) to run the CLI as another user")
+        skip_or_fail("needs root and setpriv (util-linux) to run the CLI as another user")
     sock = Path("/var/run/docker.sock")
     if not sock.exists() or sock.stat().st_mode & 0o002:
-        pytest.skip("no engine socket at /var/run/docker.sock closed to other users")
+        skip_or_fail("no engine socket at /var/run/docker.sock closed to other users")
     for path in (box.work, box.state, box.state.parent):
         os.chown(path, NOBODY, NOBODY)
     box.runner = [
@@ -330,9 +330,9 @@ def box(tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iter
     values = {"project": project, "port": str(unused), "pg_port": str(pg), "state": str(state)}
     sandbox = Sandbox(project, work, state, values, env=_process_env(state, project))
     yield sandbox
-    if any(engine.project_volumes(project)) or engine.project_containers(project):
+    if engine.volumes(labels.of_project(project)) or engine.containers(labels.of_project(project)):
+        from mlstack.commands.down import down
         from mlstack.config import load_config
-        from mlstack.stack import down
 
         monkeypatch.setenv("MLSTACK_STATE_DIR", str(state))
         down(load_config(work / STACK, env={}).config, engine, purge=True)

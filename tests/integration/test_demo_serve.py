@@ -71,7 +71,7 @@ def test_demo_registry_serve_status_stop(
     from mlflow import MlflowClient
     from mlflow.models import get_model_info
 
-    from mlstack.demo import load_split
+    from mlstack.commands.demo import load_split
 
     client = MlflowClient(config.tracking_uri)
     champion = client.get_model_version_by_alias("mlstack-demo", "champion")

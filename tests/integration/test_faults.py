@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.engine import Engine
+from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import ExitCode
 
 from .conftest import Project, client_json, client_process_env, free_ports, make_project

@@ -9,7 +9,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from mlstack.health import s3_client
+from mlstack.adapters.s3 import S3Target
+from mlstack.adapters.s3 import client as s3_client
 
 from .conftest import Project, client_json, client_process_env
 
@@ -113,7 +114,7 @@ def test_up_track_down_up_purge(
 
     # the artifact object is in the bucket, the run row in PostgreSQL
     secrets = project.secrets
-    s3 = s3_client(config.s3_endpoint, secrets.S3_ACCESS_KEY, secrets.S3_SECRET_KEY)
+    s3 = s3_client(S3Target(config.s3_endpoint, secrets.S3_ACCESS_KEY, secrets.S3_SECRET_KEY))
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=config.storage.bucket)["Contents"]]  # type: ignore[attr-defined]
     notes_key = next(k for k in keys if k.endswith(f"{run_id}/artifacts/notes.txt"))
     body = s3.get_object(Bucket=config.storage.bucket, Key=notes_key)["Body"].read()  # type: ignore[attr-defined]

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlstack.backup import connect, parse_manifest, schema_revision
-from mlstack.stack import Stack
+from mlstack.adapters.archive import parse_manifest
+from mlstack.adapters.postgres import connect, schema_revision
+from mlstack.project.context import Project as Stack
 
 from .conftest import REPO, Project
 from .mlflow_data import cli_ok, snapshot, write_runs
@@ -28,7 +29,7 @@ def set_image(project: Project, image: str) -> None:
 
 
 def run_ids(stack: Stack) -> list[str]:
-    with connect(stack) as conn, conn.cursor() as cur:
+    with connect(stack.postgres()) as conn, conn.cursor() as cur:
         cur.execute("SELECT run_uuid FROM runs ORDER BY run_uuid")
         return [row[0] for row in cur.fetchall()]
 
@@ -48,7 +49,7 @@ def test_upgrade_then_failed_downgrade(
     before = snapshot(project)
     stack = Stack.open(project.config)
     assert stack is not None
-    old_revision = schema_revision(stack)
+    old_revision = schema_revision(stack.postgres())
     assert old_revision
 
     # the newer image: backup, migration, new server, same data
@@ -58,7 +59,7 @@ def test_upgrade_then_failed_downgrade(
     assert upgrade is not None
     assert (upgrade["from_image"], upgrade["to_image"]) == (older, newer)
     assert upgrade["from_revision"] == old_revision
-    new_revision = schema_revision(stack)
+    new_revision = schema_revision(stack.postgres())
     assert new_revision == upgrade["to_revision"] != old_revision
     backup = Path(upgrade["backup"])
     assert backup.parent == stack.state.root / "backups"
@@ -89,7 +90,7 @@ def test_upgrade_then_failed_downgrade(
     assert "Can't locate revision" in errors[0]
     assert f"set mlflow.image: {newer}" in errors[0] and "mlstack restore" in errors[0]
     assert "hint:" not in err and "Traceback" not in err
-    assert schema_revision(stack) == new_revision
+    assert schema_revision(stack.postgres()) == new_revision
     assert run_ids(stack) == sorted(before["runs"])
     assert project.engine.inspect(f"{project.name}-mlflow") is None  # never started
     assert len(list(backup.parent.iterdir())) == 2
@@ -105,5 +106,5 @@ def test_upgrade_then_failed_downgrade(
     # the backup of the older schema restores into the newer stack: migrated on the way
     out, _ = cli_ok(project, capsys, "restore", "--force", str(backup), "--json")
     assert json.loads(out)["migrated"] is True
-    assert schema_revision(stack) == new_revision
+    assert schema_revision(stack.postgres()) == new_revision
     assert snapshot(project) == before

@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from mlstack import __version__
 from mlstack.cli import run
+from mlstack.config import StackConfig, load_config, valid_keys
 from mlstack.errors import ExitCode
 from tests.secret_scan import assert_no_secrets, leaked, secret_values
 
@@ -118,20 +121,38 @@ def test_every_exit_code_is_in_the_readme() -> None:
     assert set(rows) == {str(int(c)) for c in ExitCode}, "the table lists an unknown code"
 
 
+def _keys(data: dict[str, object], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "labels":
+            keys |= _keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
 def test_init_writes_a_config_that_loads(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, _ = cli(capsys, "init")
-    assert code == 0 and Path("mlstack.yaml").exists()
+    code, _, err = cli(capsys, "init")
+    assert code == 0 and err.strip() == "wrote mlstack.yaml"
+    written = yaml.safe_load(Path("mlstack.yaml").read_text())
+    assert _keys(written) == set(valid_keys())  # every key, each with its default
+    assert load_config(Path("mlstack.yaml"), env={}).config == StackConfig()
     code, out, _ = cli(capsys, "config", "--json")
     assert code == 0 and json.loads(out)["mlflow"]["port"] == 5050
+    # a second init refuses to overwrite it
+    code, _, err = cli(capsys, "init")
+    assert code == ExitCode.USAGE and "already exists" in err
 
 
-def test_python_dash_m_and_console_script_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [[sys.executable, "-m", "mlstack"], [str(Path(sys.executable).parent / "mlstack")]],
+    ids=["python -m mlstack", "console script"],
+)
+def test_python_dash_m_and_console_script_work(tmp_path: Path, argv: list[str]) -> None:
     env = {**os.environ, "MLSTACK_STATE_DIR": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "mlstack", "--version"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+        [*argv, "--version"], capture_output=True, text=True, env=env, check=False
     )
-    assert result.returncode == 0 and result.stdout.startswith("mlstack ")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"mlstack {__version__}\n"

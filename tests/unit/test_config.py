@@ -7,6 +7,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlstack.compose.render import render_init
 from mlstack.config import (
     DEFAULT_IMAGES,
     StackConfig,
@@ -14,7 +15,7 @@ from mlstack.config import (
     load_config,
     valid_keys,
 )
-from mlstack.errors import ConfigError
+from mlstack.errors import ConfigError, ExitCode
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -150,9 +151,13 @@ def test_any_text_loads_or_raises_config_error(
     path = tmp_path_factory.mktemp("cfg") / "mlstack.yaml"
     path.write_text(text, encoding="utf-8")
     try:
-        load_config(path, env={})
-    except ConfigError:
-        pass
+        config = load_config(path, env={}).config
+    except ConfigError as e:
+        assert e.message and "\n" not in e.message and e.exit_code == ExitCode.USAGE
+        return
+    # what loaded is a config: written out as `mlstack init` writes it, it loads back the same
+    path.write_text(render_init(config), encoding="utf-8")
+    assert load_config(path, env={}).config == config
 
 
 _env_keys = st.sampled_from([*valid_keys(), "mlflow_prot", "x"]).map(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum, unique
 
 import pytest
 
@@ -10,6 +11,7 @@ from mlstack.errors import (
     ExitCode,
     ImageUnavailable,
     MlstackError,
+    NotReady,
     NotRunning,
     PortInUse,
     ProvisionError,
@@ -129,8 +131,51 @@ def test_every_error_maps_to_its_documented_exit_code(error: BaseException, code
 
 
 def test_exit_codes_are_distinct_per_kind() -> None:
-    values = [c.value for c in ExitCode]
-    assert len(values) == len(set(values))
+    # __members__ holds aliases too (iterating the Enum skips them)
+    members = ExitCode.__members__
+    assert len({member.value for member in members.values()}) == len(members)
+    # and what keeps it so: ExitCode is @unique, which refuses a second name for a code
+    twice = IntEnum("Twice", {"ONE": 1, "AGAIN": 1})
+    with pytest.raises(ValueError, match="duplicate values found"):
+        unique(twice)
+    assert unique(ExitCode) is ExitCode
+
+
+def test_wait_ready_fails_at_once_on_a_bug_in_a_probe() -> None:
+    """Only what waiting can fix is retried: a TypeError is not a slow service."""
+    clock = FakeClock()
+
+    class Broken:
+        service = "mlflow"
+        calls = 0
+
+        def check(self) -> None:
+            self.calls += 1
+            raise TypeError("unsupported operand")
+
+    probe = Broken()
+    with pytest.raises(TypeError, match="unsupported operand"):
+        wait_ready([probe], timeout=300, clock=clock, sleep=clock.sleep)
+    assert probe.calls == 1 and clock.now == 0.0
+
+
+def test_wait_ready_retries_what_waiting_can_fix() -> None:
+    clock = FakeClock()
+
+    @dataclass
+    class Starting:
+        service: str
+        errors: list[BaseException]
+
+        def check(self) -> None:
+            if self.errors:
+                raise self.errors.pop(0)
+
+    probe = Starting(
+        "postgres", [NotReady("refused"), ConnectionResetError("reset"), TimeoutError("slow")]
+    )
+    ready = wait_ready([probe], timeout=10, interval=0.5, clock=clock, sleep=clock.sleep)
+    assert ready == {"postgres": 1.5} and probe.errors == []
 
 
 def test_wait_ready_stops_at_once_on_a_non_transient_error() -> None:

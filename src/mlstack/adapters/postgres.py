@@ -196,7 +196,8 @@ def dump(
     dest: Path,
     scrub: Callable[[str], str],
 ) -> None:
-    """`pg_dump -Fc` of `target`'s database inside `container`, copied out to `dest`."""
+    """`pg_dump -Fc` of `target`'s database, run inside its `container` (as `target`'s user, over
+    the container's own loopback), copied out to `dest`."""
     inside = f"/tmp/mlstack-backup-{os.getpid()}.dump"
     command = ["pg_dump", "-Fc", "-h", "127.0.0.1", "-d", target.database, "-f", inside]
     try:
@@ -218,8 +219,8 @@ def restore(
     dump_file: Path,
     scrub: Callable[[str], str],
 ) -> None:
-    """Recreate `target`'s database empty, then pg_restore `dump_file` into it in one
-    transaction, inside `container`."""
+    """Recreate `target`'s database empty (from here), then pg_restore `dump_file` into it in
+    one transaction, inside its `container`."""
     recreate_database(target, target.database)
     directory, name = "/tmp", f"mlstack-restore-{os.getpid()}.dump"
     engine.copy_in(container, dump_file, directory, name)

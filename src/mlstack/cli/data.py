@@ -52,6 +52,7 @@ def restore(
 ) -> None:
     """Replace the running stack's database and bucket with a backup's (refuses a stack that
     holds runs or objects unless --force)."""
+    # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.restore import restore as restore_backup
     from mlstack.project.context import open_existing
 

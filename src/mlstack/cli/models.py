@@ -11,6 +11,7 @@ from mlstack.cli.options import JsonFlag, timeout_option
 from mlstack.cli.output import LiveProgress
 from mlstack.cli.views import render
 from mlstack.errors import UsageError
+from mlstack.state import ProjectState
 
 DEFAULT_RUNS = 4  # the demo's default, here so that --help needs no command module
 
@@ -84,39 +85,54 @@ def serve(
 ) -> None:
     """Serve a registered model in the stack (MLflow scoring protocol: /ping, /invocations), or
     remove one with --stop NAME."""
-    from mlstack.adapters.registry import parse_model_uri
-    from mlstack.commands.serve import serve as deploy
-    from mlstack.commands.serve import stop as remove
-    from mlstack.project.served import check_name
-    from mlstack.state import ProjectState
-
     if stop is not None and (model_uri is not None or name is not None or port is not None):
         raise UsageError(
             "--stop takes only the name of a served model", "e.g. mlstack serve --stop mlstack-demo"
         )
-    if stop is None and model_uri is None:
+    if stop is not None:
+        raise typer.Exit(_stop(ctx, stop, json_))
+    if model_uri is None:
         raise UsageError(
             "missing MODEL_URI: which model to serve",
             "e.g. mlstack serve models:/mlstack-demo@champion; or --stop NAME to remove one",
         )
+    raise typer.Exit(_deploy(ctx, model_uri, name, port, timeout, json_))
+
+
+def _stop(ctx: typer.Context, name: str, json_: bool) -> int:
+    # deferred: a command's module (and what it imports) loads only when it runs
+    from mlstack.commands.serve import stop as remove
+    from mlstack.project.served import check_name
+
     config = options.config_of(ctx)
-    lock = ProjectState.for_project(config.project).lock
-    if stop is not None:
-        check_name(stop)
-        engine = options.engine()
-        with lock("serve --stop"):
-            stopped = remove(config, engine, stop)
-        raise typer.Exit(render(stopped, as_json=json_))
-    assert model_uri is not None
-    parse_model_uri(model_uri)  # a malformed URI or name fails before touching the engine
+    check_name(name)
+    engine = options.engine()
+    with ProjectState.for_project(config.project).lock("serve --stop"):
+        stopped = remove(config, engine, name)
+    return render(stopped, as_json=json_)
+
+
+def _deploy(
+    ctx: typer.Context, uri: str, name: str | None, port: int | None, timeout: float, json_: bool
+) -> int:
+    # deferred: a command's module (and what it imports) loads only when it runs
+    from mlstack.adapters.registry import parse_model_uri
+    from mlstack.commands.serve import serve as deploy
+    from mlstack.project.served import check_name
+
+    config = options.config_of(ctx)
+    parse_model_uri(uri)  # a malformed URI or name fails before touching the engine
     if name is not None:
         check_name(name)
     engine = options.engine()
-    with lock("serve"), LiveProgress(enabled=not json_) as progress:
+    with (
+        ProjectState.for_project(config.project).lock("serve"),
+        LiveProgress(enabled=not json_) as progress,
+    ):
         result = deploy(
-            config, engine, model_uri, name=name, port=port, timeout=timeout, report=progress.report
+            config, engine, uri, name=name, port=port, timeout=timeout, report=progress.report
         )
-    raise typer.Exit(render(result, as_json=json_))
+    return render(result, as_json=json_)
 
 
 COMMANDS = {"demo": demo, "serve": serve}

@@ -8,6 +8,7 @@ output never cuts a container name or a URL at 80 columns.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -45,6 +46,8 @@ def console(*, stderr: bool) -> Console:
         highlight=False,
         width=None if terminal else WIDE,
         soft_wrap=not terminal,
+        # rich's own NO_COLOR handling drops colours but still writes bold and italic escapes
+        color_system=None if os.environ.get("NO_COLOR", "") != "" else "auto",
     )
 
 

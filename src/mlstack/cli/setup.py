@@ -41,6 +41,7 @@ def show_config(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
 ) -> None:
     """Print the effective config (defaults < file < MLSTACK_* < flags); secrets masked."""
+    # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.settings import show_config as effective
 
     raise typer.Exit(render(effective(options.loaded(ctx)), as_json=json_))
@@ -53,6 +54,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented mlstack.yaml with every key and its default."""
+    # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.settings import init as write_init
 
     raise typer.Exit(render(write_init(path, force=force)))
@@ -68,6 +70,7 @@ def render_files(
     ] = Path("."),
 ) -> None:
     """Write docker-compose.yml and .env (mode 0600) without starting anything."""
+    # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.settings import render as write_files
 
     raise typer.Exit(render(write_files(options.config_of(ctx), output)))

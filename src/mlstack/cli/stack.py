@@ -40,6 +40,7 @@ def up(
 def status(ctx: typer.Context, json_: JsonFlag = False) -> None:
     """Show what runs, what answers, what is wrong and what to do. Exit 0 healthy, 10 degraded,
     11 not running."""
+    # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.status import status as stack_status
 
     result = stack_status(options.config_of(ctx), options.engine())
@@ -58,6 +59,7 @@ def down(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --purge.")] = False,
 ) -> None:
     """Stop and remove the containers and network; data and secrets are kept unless --purge."""
+    # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.down import down as take_down
     from mlstack.state import ProjectState
 
@@ -99,6 +101,7 @@ def logs(
     ] = None,
 ) -> None:
     """Print a service's log (secrets masked)."""
+    # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.logs import logs as read_logs
     from mlstack.commands.logs import resolve_service
 
@@ -116,6 +119,7 @@ def logs(
 
 def ui(ctx: typer.Context) -> None:
     """Open the MLflow UI in the browser (prints its URL; with no browser, only that)."""
+    # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.ui import ui as open_ui
 
     raise typer.Exit(render(open_ui(options.config_of(ctx), options.engine())))

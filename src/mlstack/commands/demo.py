@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from mlstack.adapters.mlflow_env import activate
@@ -107,6 +108,7 @@ def run_name(params: Mapping[str, Any]) -> str:
 def require_sklearn() -> None:
     """scikit-learn is an optional extra: say what to install when it is missing."""
     try:
+        # deferred: scikit-learn is the optional demo extra, and costs seconds to import
         import sklearn  # noqa: F401
     except ImportError:
         raise UsageError(
@@ -118,6 +120,7 @@ def require_sklearn() -> None:
 def load_split() -> tuple[Any, Any, Any, Any]:
     """The wine data set split into train and test (stratified, fixed seed): X_train, X_test,
     y_train, y_test. Tests use it to send the same held-out rows to a served model."""
+    # deferred: scikit-learn is the optional demo extra, and costs seconds to import
     from sklearn.datasets import load_wine
     from sklearn.model_selection import train_test_split
 
@@ -129,6 +132,7 @@ def load_split() -> tuple[Any, Any, Any, Any]:
 
 
 def _model(params: Mapping[str, Any]) -> Any:
+    # deferred: scikit-learn is the optional demo extra, and costs seconds to import
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -142,6 +146,7 @@ def _model(params: Mapping[str, Any]) -> Any:
 
 def confusion_figure(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str) -> Any:
     """A confusion-matrix image drawn with matplotlib's Agg canvas (no display, no pyplot)."""
+    # deferred: matplotlib loads only for the demo's plot
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -288,8 +293,7 @@ def _train_and_log(
     y_train: Any,
     y_test: Any,
 ) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
+    # deferred: mlflow and scikit-learn cost seconds to import; run_demo imported them already
     from mlflow.models import infer_signature
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
@@ -343,6 +347,7 @@ def _train_and_log(
 
 def _register(client: Any, best: DemoRun, experiment: str) -> str:
     """Register the best run's model and point the champion alias at the new version."""
+    # deferred: importing mlflow takes seconds, and must follow mlflow_env.activate
     from mlflow.exceptions import MlflowException
 
     try:

@@ -72,6 +72,33 @@ def _migrate_restored(project: Project, engine: EngineAPI, manifest: Manifest, i
         raise
 
 
+def _replace_data(
+    project: Project, engine: EngineAPI, archive: Path, *, force: bool, report: Reporter
+) -> Manifest:
+    """Verify the archive, then (MLflow stopped) replace the database and the bucket with it."""
+    bucket = project.config.storage.bucket
+    with tempfile.TemporaryDirectory(prefix="mlstack-restore-") as tmp:
+        report(Event("step", message=f"verifying {archive}"))
+        extracted = read_archive(archive, Path(tmp))
+        _check_bucket(extracted.manifest, bucket)
+        if not force:
+            refuse_if_not_empty(project)
+        report(Event("step", message="stopping mlflow"))
+        engine.stop(project.container("mlflow"), 10.0)
+        report(Event("step", message="restoring the database (pg_restore)"))
+        postgres.restore(
+            engine,
+            project.container("postgres"),
+            project.postgres(),
+            extracted.dump,
+            project.scrub,
+        )
+        report(Event("step", message=f"restoring {len(extracted.objects)} objects"))
+        s3.empty(project.s3(), bucket)
+        s3.upload_all(project.s3(), bucket, extracted.objects)
+    return extracted.manifest
+
+
 def restore(
     project: Project,
     engine: EngineAPI,
@@ -93,26 +120,7 @@ def restore(
     if mlflow is None or not mlflow.running:
         raise not_running(project.config, "restore")
     require_data_services(project, engine, "restore")
-    with tempfile.TemporaryDirectory(prefix="mlstack-restore-") as tmp:
-        report(Event("step", message=f"verifying {archive}"))
-        extracted = read_archive(archive, Path(tmp))
-        manifest = extracted.manifest
-        _check_bucket(manifest, bucket)
-        if not force:
-            refuse_if_not_empty(project)
-        report(Event("step", message="stopping mlflow"))
-        engine.stop(mlflow_name, 10.0)
-        report(Event("step", message="restoring the database (pg_restore)"))
-        postgres.restore(
-            engine,
-            project.container("postgres"),
-            project.postgres_inside(),
-            extracted.dump,
-            project.scrub,
-        )
-        report(Event("step", message=f"restoring {len(extracted.objects)} objects"))
-        s3.empty(project.s3(), bucket)
-        s3.upload_all(project.s3(), bucket, extracted.objects)
+    manifest = _replace_data(project, engine, archive, force=force, report=report)
     migrated = manifest.alembic_revision is not None and manifest.mlflow_image_id != mlflow.image_id
     if migrated:
         report(Event("step", message=f"migrating the restored database with {mlflow.image}"))

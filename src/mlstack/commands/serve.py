@@ -103,12 +103,17 @@ def curl_command(url: str, payload: Mapping[str, Any] | None) -> str:
     )
 
 
-def serve_spec(
-    project: Project, name: str, port: int, model: ResolvedModel, image: str | None = None
-) -> ServiceSpec:
-    """The container that serves `model`, as a service spec like the stack's own."""
-    config = project.config
-    model_labels = {
+_PING = f"http://127.0.0.1:{CONTAINER_PORT}/ping"
+HEALTHCHECK = HealthcheckSpec(
+    test=("CMD", "python", "-c", f"import urllib.request as u; u.urlopen({_PING!r}, timeout=4)"),
+    interval=5.0,
+    timeout=5.0,
+    retries=12,  # loading a model takes a while; `serve` itself waits on /ping
+)
+
+
+def _model_labels(project: Project, name: str, port: int, model: ResolvedModel) -> dict[str, str]:
+    found = {
         **project.spec.labels,
         labels.SERVICE: SERVICE,
         labels.SERVE_NAME: name,
@@ -117,27 +122,23 @@ def serve_spec(
         labels.MODEL_SERVED: model.served_uri,
     }
     if model.registered_model:
-        model_labels[labels.MODEL_NAME] = model.registered_model
+        found[labels.MODEL_NAME] = model.registered_model
     if model.version:
-        model_labels[labels.MODEL_VERSION] = model.version
-    ping = f"http://127.0.0.1:{CONTAINER_PORT}/ping"
+        found[labels.MODEL_VERSION] = model.version
+    return found
+
+
+def serve_spec(
+    project: Project, name: str, port: int, model: ResolvedModel, image: str | None = None
+) -> ServiceSpec:
+    """The container that serves `model`, as a service spec like the stack's own."""
+    config = project.config
+    command = ("mlflow", "models", "serve", "-m", model.served_uri, "-h", "0.0.0.0")
     return ServiceSpec(
         name=SERVICE,
         container_name=container_name(config.project, name),
         image=image or config.mlflow.image,
-        command=(
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model.served_uri,
-            "-h",
-            "0.0.0.0",
-            "-p",
-            str(CONTAINER_PORT),
-            "--env-manager",
-            "local",
-        ),
+        command=(*command, "-p", str(CONTAINER_PORT), "--env-manager", "local"),
         environment={
             # The tracking server by its in-network name (its --allowed-hosts accepts it); the
             # model comes through its artifact proxy, so the container needs no S3 keys.
@@ -148,23 +149,13 @@ def serve_spec(
         },
         ports=(PortSpec(config.bind, port, CONTAINER_PORT),),
         volumes=(),
-        labels=model_labels,
+        labels=_model_labels(project, name, port, model),
         restart="unless-stopped",
         # `mlflow models serve` runs as PID 1, which ignores SIGTERM without a handler; SIGINT
         # reaches Python's own handler, and the server stops at once instead of being killed.
         stop_signal="SIGINT",
         stop_grace_period=10.0,
-        healthcheck=HealthcheckSpec(
-            test=(
-                "CMD",
-                "python",
-                "-c",
-                f"import urllib.request as u; u.urlopen({ping!r}, timeout=4)",
-            ),
-            interval=5.0,
-            timeout=5.0,
-            retries=12,  # loading a model takes a while; `serve` itself waits on /ping
-        ),
+        healthcheck=HEALTHCHECK,
         depends_on=(),
     ).with_hash()
 
@@ -283,6 +274,31 @@ def _start(
     return ready[service]
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where a deployment goes, checked before anything is created."""
+
+    project: Project
+    container: str
+    current: ContainerInfo | None  # the deployment of that name it replaces
+    port: int
+
+
+def _check(config: StackConfig, engine: EngineAPI, name: str, port: int | None) -> _Target:
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {port}", "e.g. --port 5060")
+    project = require_running(config, engine, "serve")
+    container = container_name(config.project, name)
+    current = _replaceable(config, engine, container)
+    host_port = pick_port(config, port, _held_port(current))
+    if engine.image_id(config.mlflow.image) is None:
+        raise ImageUnavailable(
+            f"the MLflow image {config.mlflow.image} is not on this machine",
+            "run `mlstack up` (it pulls it), or set mlflow.image to an image you have",
+        )
+    return _Target(project, container, current, host_port)
+
+
 def serve(
     config: StackConfig,
     engine: EngineAPI,
@@ -297,27 +313,17 @@ def serve(
     started = time.monotonic()
     ref = parse_model_uri(model_uri)
     name = check_name(name if name is not None else default_name(ref))
-    if port is not None and not 1 <= port <= 65535:
-        raise UsageError(f"--port must be between 1 and 65535, got {port}", "e.g. --port 5060")
-    project = require_running(config, engine, "serve")
-    container = container_name(config.project, name)
-    current = _replaceable(config, engine, container)
-    host_port = pick_port(config, port, _held_port(current))
-    image = config.mlflow.image
-    if engine.image_id(image) is None:
-        raise ImageUnavailable(
-            f"the MLflow image {image} is not on this machine",
-            "run `mlstack up` (it pulls it), or set mlflow.image to an image you have",
-        )
+    target = _check(config, engine, name, port)
+    project, container, image = target.project, target.container, config.mlflow.image
     model, warnings = _resolve(project, engine, ref, report)
 
     # Everything is checked: from here on a failure removes what it created.
-    spec = serve_spec(project, name, host_port, model, image)
-    if current is not None:
+    if target.current is not None:
         report(Event("step", message=f"replacing {container}"))
-        engine.remove(current.id)
-    report(Event("step", message=f"starting {container} on port {host_port}"))
-    url = f"http://{config.client_host}:{host_port}"
+        engine.remove(target.current.id)
+    report(Event("step", message=f"starting {container} on port {target.port}"))
+    url = f"http://{config.client_host}:{target.port}"
+    spec = serve_spec(project, name, target.port, model, image)
     try:
         ready = _start(project, engine, spec, url, timeout, report)
     except MlstackError as e:
@@ -345,12 +351,12 @@ def serve(
         image=image,
         url=url,
         invocations_url=f"{url}/invocations",
-        port=host_port,
+        port=target.port,
         ready_seconds=ready,
         seconds=time.monotonic() - started,
         curl=curl_command(url, model.payload),
         payload=model.payload,
-        replaced=current is not None,
+        replaced=target.current is not None,
         warnings=warnings,
     )
 

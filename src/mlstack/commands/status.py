@@ -168,7 +168,9 @@ def _probe_all(
 def served_rows(config: StackConfig, containers: Sequence[ContainerInfo]) -> list[Row]:
     """Each served model: its container, and whether /ping answers."""
     _, by_served = _probe_all(config, {}, containers)
-    return [_served_row(config, c, by_served.get(c.id)) for c in sorted(containers, key=served_name)]
+    return [
+        _served_row(config, c, by_served.get(c.id)) for c in sorted(containers, key=served_name)
+    ]
 
 
 def status(

@@ -252,7 +252,8 @@ class _Starter:
         self.bucket_created = self.backends.ensure_bucket()
 
     def undo(self, network_created: bool) -> None:
-        """Remove what this `up` created (the volumes hold other credentials: it cannot work)."""
+        """Remove the containers this `up` created or started, and the network if it created it:
+        the volumes hold other credentials, nothing started on them can work."""
         for name, prepared in self.prepared.items():
             if prepared.action is not Action.KEPT:
                 container = self.project.container(name)
@@ -301,6 +302,10 @@ def up(
     # other credentials) must not overwrite the last record of the credentials that work.
     write_rendered(project.state.root, config, project.secrets, compose=project.compose)
     record_image(project.state, config.mlflow.image, starter.mlflow_image_id)
+    return _result(project, starter, time.monotonic() - started, warnings)
+
+
+def _result(project: Project, starter: _Starter, seconds: float, warnings: list[str]) -> UpResult:
     urls = project.urls()
     services = [
         ServiceOutcome(
@@ -314,13 +319,13 @@ def up(
         for name in tier
     ]
     return UpResult(
-        project=config.project,
-        tracking_uri=config.tracking_uri,
+        project=project.name,
+        tracking_uri=project.config.tracking_uri,
         services=services,
         database_created=starter.database_created,
         bucket_created=starter.bucket_created,
         secrets_created=project.secrets_created,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
         warnings=warnings,
         upgrade=starter.upgraded,
     )

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlstack import labels as label_keys
 
@@ -40,13 +40,16 @@ def _check_image(value: str) -> str:
     return value
 
 
+Image = Annotated[str, AfterValidator(_check_image)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StorageConfig(_Section):
     engine: Literal["minio", "seaweedfs"] = "minio"
-    image: str = ""
+    image: Image = ""
     port: Port = 9000
     console_port: Port = 9001
     bucket: str = "mlflow"
@@ -59,11 +62,6 @@ class StorageConfig(_Section):
             if engine in DEFAULT_IMAGES:
                 return {**data, "image": DEFAULT_IMAGES[engine]}
         return data
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        return _check_image(value)
 
     @field_validator("bucket")
     @classmethod
@@ -79,14 +77,9 @@ class StorageConfig(_Section):
 
 
 class PostgresConfig(_Section):
-    image: str = "postgres:17"
+    image: Image = "postgres:17"
     port: Port = 5432
     database: str = "mlflow"
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        return _check_image(value)
 
     @field_validator("database")
     @classmethod
@@ -100,14 +93,9 @@ class PostgresConfig(_Section):
 
 
 class MlflowConfig(_Section):
-    image: str = "ghcr.io/mlflow/mlflow:v3.17.2-full"
+    image: Image = "ghcr.io/mlflow/mlflow:v3.17.2-full"
     port: Port = 5050  # not 5000: macOS AirPlay holds 5000
     workers: Annotated[int, Field(ge=1, le=16)] = 1
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        return _check_image(value)
 
 
 class StackConfig(_Section):

@@ -98,13 +98,6 @@ class Project:
             host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database
         )
 
-    def postgres_inside(self) -> PgTarget:
-        """The same database as seen from inside its own container (for pg_dump/pg_restore)."""
-        c, s = self.config, self.secrets
-        return PgTarget(
-            "127.0.0.1", 5432, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database
-        )
-
     def s3(self) -> S3Target:
         return S3Target(
             self.config.s3_endpoint, self.secrets.S3_ACCESS_KEY, self.secrets.S3_SECRET_KEY

@@ -64,7 +64,7 @@ def take_backup(
         report(Event("step", message="dumping the database (pg_dump)"))
         dump = work / DATABASE
         postgres.dump(
-            engine, project.container("postgres"), project.postgres_inside(), dump, project.scrub
+            engine, project.container("postgres"), project.postgres(), dump, project.scrub
         )
         revision = postgres.schema_revision(project.postgres())
         uris = postgres.bucket_uri_count(project.postgres(), bucket)
