@@ -156,3 +156,9 @@ def test_python_dash_m_and_console_script_work(tmp_path: Path, argv: list[str]) 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"mlstack {__version__}\n"
+
+
+def test_bare_mlstack_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys)
+    assert code == 0 and err == ""
+    assert out.startswith("Usage: mlstack") and "\n  up " in out and "--set KEY=VALUE" in out

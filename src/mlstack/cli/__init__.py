@@ -143,6 +143,9 @@ def run(argv: list[str] | None = None) -> int:
         return int(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         return _interrupted()
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `mlstack`: the help, as docker does
+        print(e.format_message())
+        return int(ExitCode.OK)
     except click.ClickException as e:  # usage errors found while parsing
         print(_usage_line(e, args), file=sys.stderr)
         return int(ExitCode.USAGE)
@@ -167,4 +170,10 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    try:
+        code = run()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `mlstack ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)

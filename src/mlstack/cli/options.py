@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlstack.engine import EngineAPI, connect
 from mlstack.errors import UsageError
 
 if TYPE_CHECKING:
     from mlstack.config import LoadedConfig, StackConfig
+    from mlstack.engine import EngineAPI
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
@@ -66,4 +66,7 @@ def config_of(ctx: typer.Context) -> StackConfig:
 def engine() -> EngineAPI:
     """The Docker engine the environment names; EngineUnavailable (exit 3) when none answers.
     (Tests put a FakeEngine here.)"""
+    # deferred: the engine's models are not needed to parse or print help
+    from mlstack.engine import connect
+
     return connect()

@@ -17,13 +17,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+    from rich.table import Table
+
     from mlstack.project.reporting import Event
 
 WIDE = 10_000  # a "width" no line of ours reaches: rich then draws tables at their natural size
@@ -37,7 +35,15 @@ class Screen:
     out: Console
 
 
+def escape(text: str) -> str:
+    """`text` shown as it is, never read as rich markup (`[bold]`)."""
+    return text.replace("[", "\\[")
+
+
 def console(*, stderr: bool) -> Console:
+    # deferred: rich costs ~40 ms to import; --help and a failed parse never draw anything
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     terminal = stream.isatty()
     return Console(
@@ -59,6 +65,10 @@ def table(
     target: Console, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]
 ) -> Table:
     """A table for `target`: boxed on a terminal, plain aligned columns in a pipe or file."""
+    # deferred: as console()
+    from rich import box
+    from rich.table import Table
+
     grid = Table(
         title=title, title_justify="left", box=box.HEAVY_HEAD if target.is_terminal else None
     )
@@ -98,6 +108,9 @@ class LiveProgress:
     """Live progress on stderr: a timestamped line per step, a bar per pull or batch of runs."""
 
     def __init__(self, enabled: bool = True) -> None:
+        # deferred: as console()
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         self.enabled = enabled
         self.err = console(stderr=True)
         self.progress = Progress(

@@ -12,9 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-
-from mlstack.cli.output import Screen, jsonable, screens, table
+from mlstack.cli.output import Screen, escape, jsonable, screens, table
 
 if TYPE_CHECKING:
     from mlstack.commands.demo import DemoResult

@@ -12,7 +12,6 @@ from mlstack import credentials
 from mlstack.compose.render import render_init, write_rendered
 from mlstack.config import LoadedConfig, StackConfig, config_as_dict
 from mlstack.errors import UsageError
-from mlstack.project.context import Project
 from mlstack.project.reporting import Result
 from mlstack.state import ProjectState
 
@@ -61,7 +60,6 @@ def init(path: Path, *, force: bool = False) -> WroteResult:
 
 def render(config: StackConfig, directory: Path) -> WroteResult:
     """Write docker-compose.yml and .env (0600) for `config`, making the secrets if need be."""
-    project = Project.open(config, create_secrets=True)
-    assert project is not None  # create_secrets: never None
-    compose, env_file = write_rendered(directory, project.config, project.secrets)
+    creds, _ = credentials.ensure(ProjectState.for_project(config.project))
+    compose, env_file = write_rendered(directory, config, creds)
     return WroteResult([compose, env_file])
