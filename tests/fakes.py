@@ -308,6 +308,23 @@ class ScriptedProbe:
             raise NotReady(f"{self.service}: starting up", service=self.service)
 
 
+@dataclass
+class VouchProbe:
+    """MLflow's probe through its database and its bucket: passes when all three would."""
+
+    backends: FakeBackends
+    service: str = "mlflow"
+    checks: int = 0
+
+    def check(self) -> None:
+        self.checks += 1
+        for name in ("mlflow", "postgres", "storage"):
+            try:
+                self.backends.scripted[name].check()
+            except (NotReady, OSError) as e:
+                raise NotReady(f"through mlflow: {e}", service="mlflow") from e
+
+
 class FakeBackends:
     """Backends whose services answer as scripted: set fields of `scripted[service]`."""
 
@@ -323,6 +340,9 @@ class FakeBackends:
 
     def probes(self, engine: EngineAPI | None = None) -> dict[str, Probe]:
         return dict(self.scripted)
+
+    def vouch(self) -> Probe:
+        return VouchProbe(self)
 
     def ensure_databases(self) -> bool:
         self.databases.append("created")

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from mlstack.adapters import mlflow_http, postgres, s3
+from mlstack.adapters import mlflow_http
+from mlstack.adapters.targets import PgTarget, S3Target
 from mlstack.errors import NotReady, ServiceUnhealthy
 
 # What a probe may raise while a service starts: NotReady from the adapters, and the OS's own
@@ -74,32 +75,43 @@ def answering(state: str, probe: ProbeResult | None) -> bool:
 @dataclass(frozen=True)
 class PostgresProbe:
     service: str
-    target: postgres.PgTarget
+    target: PgTarget
     timeout: float = 2.0
 
     def check(self) -> None:
+        # deferred: psycopg2 loads only when PostgreSQL is probed itself (status vouches by MLflow)
+        from mlstack.adapters import postgres
+
         postgres.ping(self.target, self.timeout)
 
 
 @dataclass(frozen=True)
 class S3Probe:
     service: str
-    target: s3.S3Target
+    target: S3Target
     timeout: float = 3.0
 
     def check(self) -> None:
+        # deferred: boto3 (0.1 s to import, 0.3 s per client) loads only when S3 is probed itself
+        from mlstack.adapters import s3
+
         s3.ping(self.target, self.timeout)
 
 
 @dataclass(frozen=True)
 class MlflowProbe:
+    """/health and an API call; with `storage`, also a listing through the artifact proxy."""
+
     service: str
     base_url: str
     timeout: float = 3.0
     headers: Mapping[str, str] | None = None
+    storage: bool = False
 
     def check(self) -> None:
-        mlflow_http.check_tracking_server(self.base_url, headers=self.headers, timeout=self.timeout)
+        mlflow_http.check_tracking_server(
+            self.base_url, headers=self.headers, timeout=self.timeout, storage=self.storage
+        )
 
 
 @dataclass(frozen=True)

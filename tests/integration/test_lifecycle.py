@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from mlstack.adapters.s3 import S3Target
 from mlstack.adapters.s3 import client as s3_client
+from mlstack.adapters.targets import S3Target
 
 from .conftest import Project, client_json, client_process_env
 

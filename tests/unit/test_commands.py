@@ -159,8 +159,8 @@ def test_up_creates_every_container_before_the_first_starts(stack: Stack) -> Non
     assert sorted(name for verb, name in calls if verb == "create") == CONTAINERS
     assert sorted(name for verb, name in calls if verb == "start") == CONTAINERS
     assert max(creates) < min(starts)
-    # MLflow starts last: after the tier of PostgreSQL and S3
-    assert calls[starts[-1]] == ("start", "p-mlflow")
+    # A fresh database: MLflow starts with PostgreSQL and S3 (its launcher waits for the database)
+    assert starts == list(range(min(starts), min(starts) + 3))
     assert actions(result) == dict.fromkeys(("postgres", "storage", "mlflow"), Action.CREATED)
     assert result.changed and result.secrets_created
     assert result.tracking_uri == f"http://127.0.0.1:{stack.config.mlflow.port}"
@@ -257,7 +257,6 @@ def test_a_container_that_exits_while_starting_fails_fast_with_its_masked_log(
     assert "last log lines of postgres:" in error.details
     assert 'FATAL: password authentication failed for user "mlflow" (****)' in error.details
     assert password not in error.details
-    assert ("start", "p-mlflow") not in stack.engine.calls  # its dependencies never came up
 
 
 def test_a_crash_loop_while_starting_fails_fast(stack: Stack) -> None:
@@ -372,6 +371,36 @@ def test_a_taken_port_refuses_up_before_anything_is_created(stack: Stack) -> Non
     assert stack.engine.names() == [] and stack.engine.network_labels == {}
     assert not stack.state.root.exists()
     assert Project.open(stack.config) is None  # no secrets stored
+
+
+def test_mlflow_waits_for_the_schema_check_on_a_database_of_unknown_history(
+    stack: Stack,
+) -> None:
+    """An existing database and no record of the image that ran on it: MLflow could migrate a
+    schema another image wrote, so it starts only after `up` has looked at the schema."""
+    stack.up()
+    stack.state.image_record.unlink()  # as a stack from before images were recorded
+    down(stack.config, stack.engine)  # containers gone, volumes kept
+    looked: list[int] = []
+    stack.backends.schema_revision = lambda: looked.append(len(stack.engine.calls)) or None  # type: ignore[method-assign]
+    before = len(stack.engine.calls)
+    result = stack.up()
+    assert actions(result)["mlflow"] is Action.CREATED and looked
+    starts = [(i, name) for i, (verb, name) in enumerate(stack.engine.calls) if verb == "start"]
+    assert [name for i, name in starts if i >= before][-1] == "p-mlflow"
+    mlflow_start = next(i for i, name in starts if name == "p-mlflow" and i >= before)
+    assert looked[0] <= mlflow_start  # the schema was read before MLflow started
+
+
+def test_mlflow_starts_with_its_database_when_the_same_image_ran_on_it(stack: Stack) -> None:
+    stack.up()
+    stack.engine.stop("p-mlflow", 10)
+    stack.engine.stop("p-postgres", 10)
+    stack.backends.schema_revision = lambda: pytest.fail("no need to look")  # type: ignore[method-assign]
+    before = len(stack.engine.calls)
+    stack.up()
+    starts = [name for verb, name in stack.engine.calls[before:] if verb == "start"]
+    assert sorted(starts) == ["p-mlflow", "p-postgres"]
 
 
 def test_ctrl_c_before_the_last_start_then_up_completes_without_duplicates(stack: Stack) -> None:
@@ -650,3 +679,19 @@ def test_logs_follow_with_several_services_yields_lines_of_each(running: Stack) 
         "INFO: booting",
         "INFO: listening on 0.0.0.0:5000",
     ]
+
+
+def test_a_no_op_up_is_vouched_for_by_mlflow_and_provisions_nothing(stack: Stack) -> None:
+    stack.up()
+    assert (len(stack.backends.databases), len(stack.backends.buckets)) == (1, 1)
+    result = stack.up()
+    assert set(actions(result).values()) == {Action.KEPT}
+    assert (len(stack.backends.databases), len(stack.backends.buckets)) == (1, 1)
+
+
+def test_a_no_op_up_whose_storage_does_not_answer_takes_the_full_path(stack: Stack) -> None:
+    stack.up()
+    stack.backends.scripted["storage"].refusals = 2  # MLflow cannot vouch for it: probe it
+    result = stack.up()
+    assert set(actions(result).values()) == {Action.KEPT}
+    assert len(stack.backends.buckets) == 2  # provisioned again, as on the full path

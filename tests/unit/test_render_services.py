@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlstack.compose.launcher import LAUNCHER, how_it_started
 from mlstack.compose.render import (
     AUTH_DEFAULT_PERMISSION,
     allowed_hosts,
@@ -210,18 +211,17 @@ def test_auth_runs_the_basic_auth_app_only_when_on() -> None:
     assert not any(k.startswith(("MLFLOW_AUTH", "PGPASSWORD")) for k in off.environment)
 
     on = from_compose(render_compose(config("auth=true")), SECRETS.as_env()).services["mlflow"]
-    assert on.command is not None and on.command[:2] == ("sh", "-c")
-    script = on.command[2]
-    assert script.endswith("--app-name basic-auth")
-    assert "exec mlflow server" in script
-    # The auth config it writes: the auth database on the stack's PostgreSQL, no password.
-    assert "database_uri = postgresql+psycopg2://mlflow@postgres:5432/mlflow_auth" in script
-    assert f"default_permission = {AUTH_DEFAULT_PERMISSION}" in script
-    # Older MLflow reads the admin login from the file only: the shell copies it from the env.
-    assert '"admin_password = $MLFLOW_AUTH_ADMIN_PASSWORD"' in script
-    assert "umask 077" in script
+    assert on.command is not None and on.command[:3] == ("python", "-c", LAUNCHER)
+    args = on.command[3:]
+    assert args[0] == "server" and args[-2:] == ("--app-name", "basic-auth")
     env = on.environment
-    assert env["MLFLOW_AUTH_CONFIG_PATH"] in script
+    # The auth config the launcher writes: the auth database on the stack's PostgreSQL, no
+    # password; the admin login is appended from the environment (older MLflow reads it there).
+    ini = env["MLSTACK_AUTH_CONFIG"]
+    assert "database_uri = postgresql+psycopg2://mlflow@postgres:5432/mlflow_auth" in ini
+    assert f"default_permission = {AUTH_DEFAULT_PERMISSION}" in ini
+    assert '"MLFLOW_AUTH_ADMIN_PASSWORD"' in LAUNCHER and "os.umask(0o077)" in LAUNCHER
+    assert env["MLSTACK_WAIT_DATABASES"] == "mlflow,mlflow_auth"
     assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == "admin"
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == SECRETS.MLFLOW_AUTH_ADMIN_PASSWORD
     assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == SECRETS.MLFLOW_FLASK_SERVER_SECRET_KEY
@@ -231,7 +231,7 @@ def test_auth_runs_the_basic_auth_app_only_when_on() -> None:
     check = " ".join(on.healthcheck.test)
     assert "MLFLOW_AUTH_ADMIN_PASSWORD" in check and "Authorization" in check
     for value in SECRETS.values():
-        assert value not in script and value not in check
+        assert value not in " ".join(on.command) and value not in ini and value not in check
 
 
 def test_auth_compose_holds_no_secret_values_and_changes_only_mlflow() -> None:
@@ -251,3 +251,24 @@ def test_init_template_carries_auth(tmp_path: Path) -> None:
     assert "\nauth: false\n" in path.read_text()
     path.write_text(render_init(StackConfig(auth=True)))
     assert load_config(path, env={}).config.auth is True
+
+
+def test_how_the_server_started_is_read_from_its_log() -> None:
+    one = (
+        "mlstack launcher 2.91s: imported MLflow 3.17.2\n"
+        "mlstack launcher 3.02s: database mlflow accepts the stack's login\n"
+        "[MLflow] Security middleware enabled.\n"
+        "mlstack launcher 4.10s: migrations done; serving in this process\n"
+    )
+    assert how_it_started(one) == "one process"
+    stock = "mlstack launcher 2.50s: starting the stock way: MLflow 9.0 has no mlflow.server._exec_cmd\n"
+    assert how_it_started(stock) == "stock: MLflow 9.0 has no mlflow.server._exec_cmd"
+    assert how_it_started("mlstack launcher 1.00s: imported MLflow 3.17.2\n") is None
+    assert how_it_started("INFO: Uvicorn running on http://0.0.0.0:5000\n") is None
+
+
+def test_the_launcher_source_is_safe_inside_a_compose_file() -> None:
+    assert "$" not in LAUNCHER  # compose would read it as a variable
+    compile(LAUNCHER, "launcher", "exec")  # it is Python
+    spec = from_compose(render_compose(config()), SECRETS.as_env()).services["mlflow"]
+    assert spec.command is not None and spec.command[2] == LAUNCHER  # the file carries it whole

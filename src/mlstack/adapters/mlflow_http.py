@@ -11,7 +11,9 @@ from collections.abc import Mapping
 
 from mlstack.errors import NotReady, StateError
 
-API_CHECK = "/api/2.0/mlflow/experiments/search?max_results=1"
+API_CHECK = "/api/2.0/mlflow/experiments/search?max_results=1"  # MLflow -> its database
+# The artifact proxy lists the bucket's root: MLflow -> S3, with the stack's keys, bucket there.
+STORAGE_CHECK = "/api/2.0/mlflow-artifacts/artifacts?path="
 
 
 def basic_auth_header(user: str, password: str) -> dict[str, str]:
@@ -46,11 +48,18 @@ def get(
 
 
 def check_tracking_server(
-    base_url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 3.0
+    base_url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 3.0,
+    storage: bool = False,
 ) -> None:
     """/health and a real API call: /health is exempt from MLflow's Host check, so on its own it
-    passes while every real client gets 403."""
+    passes while every real client gets 403. With `storage`, also a listing through the artifact
+    proxy: then this one probe vouches for the database and the bucket as MLflow uses them."""
     body = get(base_url + "/health", headers=headers, timeout=timeout, service="mlflow")
     if body.strip() != "OK":
         raise NotReady(f"GET /health answered {body[:80]!r}, expected 'OK'", service="mlflow")
     get(base_url + API_CHECK, headers=headers, timeout=timeout, service="mlflow")
+    if storage:
+        get(base_url + STORAGE_CHECK, headers=headers, timeout=timeout, service="mlflow")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 from psycopg2 import sql
 
+from mlstack.adapters.targets import PgTarget
 from mlstack.engine import EngineAPI
 from mlstack.errors import MlstackError, NotReady, ProvisionError, StateError
 
@@ -36,20 +36,6 @@ WRONG_PASSWORD_HINT = (
     "restore the secrets.env that belongs to this volume, or reset everything with "
     "`mlstack down --purge`"
 )
-
-
-@dataclass(frozen=True)
-class PgTarget:
-    """Where and as whom to connect."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-
-    def on(self, database: str) -> PgTarget:
-        return replace(self, database=database)
 
 
 def describe_error(error: Exception) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mlstack.adapters.targets import S3Target
 from mlstack.config import bucket_name_problem
 from mlstack.errors import NotReady, ProvisionError, StateError
 
@@ -30,13 +30,6 @@ WRONG_KEYS_HINT = (
 )
 _DENIED = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 _MISSING = ("404", "NoSuchBucket", "NotFound")
-
-
-@dataclass(frozen=True)
-class S3Target:
-    endpoint: str
-    access_key: str
-    secret_key: str
 
 
 @functools.cache

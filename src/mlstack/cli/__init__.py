@@ -11,6 +11,10 @@ import os
 import re
 import sys
 import traceback
+
+# pydantic looks up plugins among every installed package's entry points (20 ms at each start);
+# mlstack uses none. Set before anything imports pydantic; the user's own setting wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from enum import Enum
 from pathlib import Path
 from typing import Annotated

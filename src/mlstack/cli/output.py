@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import TaskID
+    from rich.progress import Progress, TaskID
     from rich.table import Table
 
     from mlstack.project.reporting import Event
@@ -105,46 +105,63 @@ def print_logs(lines: Iterable[tuple[str, str]], *, prefix: bool) -> None:
 
 
 class LiveProgress:
-    """Live progress on stderr: a timestamped line per step, a bar per pull or batch of runs."""
+    """Live progress on stderr: a timestamped line per step, a bar per pull or batch of runs.
+
+    The bars' display (rich.progress) starts with the first bar: a command that pulls nothing
+    and trains nothing prints its lines without loading it.
+    """
 
     def __init__(self, enabled: bool = True) -> None:
-        # deferred: as console()
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
         self.enabled = enabled
         self.err = console(stderr=True)
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[count]}"),
-            TimeElapsedColumn(),
-            console=self.err,
-            transient=True,
-        )
+        self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
         self.started = time.monotonic()
 
     def __enter__(self) -> LiveProgress:
-        if self.enabled:
-            self.progress.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
 
     def _line(self, text: str) -> None:
-        self.progress.console.print(f"[dim]{time.monotonic() - self.started:5.1f}s[/] {text}")
+        target = self.progress.console if self.progress is not None else self.err
+        target.print(f"[dim]{time.monotonic() - self.started:5.1f}s[/] {text}")
+
+    def _bars(self) -> Progress:
+        if self.progress is None:
+            # deferred: as console()
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[count]}"),
+                TimeElapsedColumn(),
+                console=self.err,
+                transient=True,
+            )
+            self.progress.start()
+        return self.progress
 
     def _bar(
         self, key: str, description: str, completed: float, total: float | None, count: str
     ) -> None:
+        bars = self._bars()
         task = self.tasks.get(key)
         if task is None:
-            task = self.tasks[key] = self.progress.add_task(description, total=total, count=count)
-        self.progress.update(task, completed=completed, total=total, count=count)
+            task = self.tasks[key] = bars.add_task(description, total=total, count=count)
+        bars.update(task, completed=completed, total=total, count=count)
 
     def report(self, event: Event) -> None:
         if not self.enabled:

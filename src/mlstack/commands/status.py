@@ -173,6 +173,41 @@ def served_rows(config: StackConfig, containers: Sequence[ContainerInfo]) -> lis
     ]
 
 
+VOUCHED = "ok, through mlflow"  # the detail of a service that MLflow's own use of it proved
+
+
+def _service_probes(
+    backends: Backends, running: list[str]
+) -> tuple[dict[str, Probe], Probe | None]:
+    """With the whole stack running, one probe of MLflow that also proves its database and its
+    bucket; else a probe per running service."""
+    if running == list(SERVICES):
+        return {}, backends.vouch()
+    probes = backends.probes()
+    return {n: probes[n] for n in running}, None
+
+
+def _results(
+    config: StackConfig,
+    backends: Backends,
+    running: list[str],
+    served: Sequence[ContainerInfo],
+) -> tuple[dict[str, ProbeResult], dict[str, ProbeResult]]:
+    """The probes' verdicts: by service, and by served container id. The fast path first (one
+    HTTP probe through MLflow, no database or S3 client loaded); per-service probes only for
+    what it could not vouch for."""
+    probes, vouch = _service_probes(backends, running)
+    by_service, by_served = _probe_all(config, {"vouch": vouch} if vouch else probes, served)
+    if vouch is None:
+        return by_service, by_served
+    verdict = by_service.pop("vouch")
+    if verdict.ok:
+        return {n: ProbeResult(n, True, verdict.latency, VOUCHED) for n in SERVICES}, by_served
+    every = backends.probes()
+    again, _ = _probe_all(config, {n: every[n] for n in running}, [])
+    return again, by_served
+
+
 def status(
     config: StackConfig, engine: EngineAPI, *, backends: Backends | None = None
 ) -> StatusResult:
@@ -181,18 +216,16 @@ def status(
     everything = engine.containers(labels.of_project(config.project))
     containers = {c.service: c for c in everything if c.service in SERVICES}
     served = sorted((c for c in everything if c.service == SERVE_SERVICE), key=served_name)
-    service_probes: dict[str, Probe] = {}
-    if project is not None and containers:
-        all_probes = (backends or HostBackends(project)).probes()
-        running = [n for n in SERVICES if n in containers and containers[n].running]
-        service_probes = {n: all_probes[n] for n in running}
-    by_service, by_served = _probe_all(config, service_probes, served)
-    served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
     if project is None or not containers:
+        _, by_served = _probe_all(config, {}, served)
+        served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
         rows = [Row(n, n, f"{config.project}-{n}", "missing", None, "", None) for n in SERVICES]
         return StatusResult(
             config.project, Overall.NOT_RUNNING, rows, config.tracking_uri, served=served_list
         )
+    running = [n for n in SERVICES if n in containers and containers[n].running]
+    by_service, by_served = _results(config, backends or HostBackends(project), running, served)
+    served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
     rows = [_service_row(project, n, containers.get(n), by_service.get(n)) for n in SERVICES]
     extra = sorted(c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE))
     overall = overall_status(rows, served_list)

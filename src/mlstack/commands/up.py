@@ -14,22 +14,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from mlstack.choices import PullPolicy
-from mlstack.compose.render import write_rendered
-from mlstack.compose.services import START_TIERS
+from mlstack.compose.launcher import how_it_started
+from mlstack.compose.render import store_render, write_rendered
 from mlstack.config import StackConfig
 from mlstack.engine import ContainerInfo, EngineAPI
 from mlstack.errors import Conflict, ExitCode, ImageUnavailable, MlstackError, StateError
-from mlstack.health import wait_ready
-from mlstack.project import migration
+from mlstack.health import run_probe, wait_ready
 from mlstack.project.backends import Backends, HostBackends
-from mlstack.project.context import Project, stop_grace
-from mlstack.project.migration import UpgradeOutcome
+from mlstack.project.context import SERVICES, Project, stop_grace
 from mlstack.project.ports import check_ports
 from mlstack.project.reporting import Event, Reporter, Result, quiet
 from mlstack.project.watch import exited_check, with_log
 from mlstack.state import read_image_record, record_image
+
+if TYPE_CHECKING:
+    from mlstack.project.migration import UpgradeOutcome
 
 
 class Action(str, Enum):
@@ -59,6 +61,9 @@ class UpResult(Result):
     seconds: float
     warnings: list[str] = field(default_factory=list)
     upgrade: UpgradeOutcome | None = None  # the database was migrated to a new MLflow image
+    # How the MLflow server this `up` started runs: "one process" (mlstack's launcher), or
+    # "stock: <why>" (an image the launcher cannot drive); None when it was already running.
+    mlflow_start: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -169,9 +174,12 @@ class _Starter:
         current: dict[str, ContainerInfo],
         deadline: float,
         report: Reporter,
+        *,
+        fresh_database: bool,
     ) -> None:
         self.project, self.engine, self.backends = project, engine, backends
         self.current, self.deadline, self.report = current, deadline, report
+        self.fresh_database = fresh_database  # its volume was made by this `up`: no schema yet
         self.prepared: dict[str, Prepared] = {}
         self.ready: dict[str, float] = {}
         self.database_created = self.bucket_created = False
@@ -200,15 +208,38 @@ class _Starter:
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             self.prepared = dict(zip(names, pool.map(self._prepare, names), strict=True))
             self.mlflow_image_id = self._mlflow_image_id()
-            for tier in START_TIERS:
-                if "mlflow" in tier and self.prepared["mlflow"].start:
+            if not any(p.start for p in self.prepared.values()) and self._vouched():
+                return  # nothing to start, and MLflow's own use proves its database and bucket
+            together = self._may_start_together()
+            self._start(pool, names if together else ["postgres", "storage"])
+            self._wait(("postgres", "storage"))
+            self._provision()  # MLflow (importing meanwhile) waits for its database
+            if not together:
+                if self.prepared["mlflow"].start:
                     self._upgrade_if_needed()
-                self.report(Event("step", message="starting " + ", ".join(tier)))
-                starting = [n for n in tier if self.prepared[n].start]
-                list(pool.map(lambda n: self.engine.start(self.project.container(n)), starting))
-                self._wait(tier)
-                if "postgres" in tier:
-                    self._provision()
+                self._start(pool, ["mlflow"])
+            self._wait(("mlflow",))
+
+    def _start(self, pool: ThreadPoolExecutor, names: list[str]) -> None:
+        self.report(Event("step", message="starting " + ", ".join(names)))
+        starting = [n for n in names if self.prepared[n].start]
+        list(pool.map(lambda n: self.engine.start(self.project.container(n)), starting))
+
+    def _vouched(self) -> bool:
+        """A healthy stack answers one probe through MLflow (database and bucket included)."""
+        result = run_probe(self.backends.vouch())
+        if result.ok:
+            self.ready = dict.fromkeys(self.project.spec.services, 0.0)
+        return result.ok
+
+    def _may_start_together(self) -> bool:
+        """MLflow may start with its database (its launcher waits for it) unless it could then
+        migrate a schema that another MLflow image wrote: only a fresh database, or the image
+        that ran on it last, can start before `up` has looked at the schema."""
+        if self.fresh_database or not self.prepared["mlflow"].start:
+            return True
+        record = read_image_record(self.project.state)
+        return record is not None and record.image_id == self.mlflow_image_id
 
     def _mlflow_image_id(self) -> str:
         """The image the MLflow container will run: its own when it is kept as it is."""
@@ -219,6 +250,9 @@ class _Starter:
 
     def _upgrade_if_needed(self) -> None:
         """A new MLflow image on an existing schema: backup, then migrate, before it starts."""
+        # deferred: backups and migrations (psycopg2, boto3, tarfile) load only when one may run
+        from mlstack.project import migration
+
         record = read_image_record(self.project.state)
         previous = migration.previous_image(record, self.current.get("mlflow"))
         if not migration.may_need_migration(previous, self.mlflow_image_id):
@@ -281,11 +315,16 @@ def up(
 
     report(Event("step", message="network and volumes"))
     network_created = engine.ensure_network(project.spec.network, project.spec.labels)
-    for volume in project.spec.volume_names():
-        engine.ensure_volume(volume, project.spec.labels)
-
+    made = {v for v in project.spec.volume_names() if engine.ensure_volume(v, project.spec.labels)}
+    fresh_database = any(v in made for v, _ in project.service("postgres").volumes)
     starter = _Starter(
-        project, engine, backends or HostBackends(project), current, started + timeout, report
+        project,
+        engine,
+        backends or HostBackends(project),
+        current,
+        started + timeout,
+        report,
+        fresh_database=fresh_database,
     )
     try:
         starter.run()
@@ -301,11 +340,26 @@ def up(
     # What runs, for reference and plain compose; only now: a failed `up` (say, on volumes from
     # other credentials) must not overwrite the last record of the credentials that work.
     write_rendered(project.state.root, config, project.secrets, compose=project.compose)
+    store_render(config, project.state.root, project.compose)
     record_image(project.state, config.mlflow.image, starter.mlflow_image_id)
-    return _result(project, starter, time.monotonic() - started, warnings)
+    mlflow_start = None
+    if starter.prepared["mlflow"].start:
+        mlflow_start = how_it_started(engine.log_tail(project.container("mlflow"), 100))
+        if mlflow_start and mlflow_start.startswith("stock"):
+            warnings.append(
+                f"MLflow started the stock way ({mlflow_start.removeprefix('stock: ')}): it "
+                "imports the server twice, so `up` takes seconds longer than it could"
+            )
+    return _result(project, starter, time.monotonic() - started, warnings, mlflow_start)
 
 
-def _result(project: Project, starter: _Starter, seconds: float, warnings: list[str]) -> UpResult:
+def _result(
+    project: Project,
+    starter: _Starter,
+    seconds: float,
+    warnings: list[str],
+    mlflow_start: str | None,
+) -> UpResult:
     urls = project.urls()
     services = [
         ServiceOutcome(
@@ -315,8 +369,7 @@ def _result(project: Project, starter: _Starter, seconds: float, warnings: list[
             urls[name],
             starter.ready.get(name),
         )
-        for tier in START_TIERS
-        for name in tier
+        for name in SERVICES
     ]
     return UpResult(
         project=project.name,
@@ -328,4 +381,5 @@ def _result(project: Project, starter: _Starter, seconds: float, warnings: list[
         seconds=seconds,
         warnings=warnings,
         upgrade=starter.upgraded,
+        mlflow_start=mlflow_start,
     )

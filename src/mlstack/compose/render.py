@@ -6,21 +6,25 @@ with plain `docker compose`, and what `mlstack up` creates cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shlex
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import jinja2
+import yaml
 
+from mlstack.compose import launcher
+from mlstack.compose.launcher import launch
 from mlstack.config import StackConfig
 from mlstack.credentials import StackSecrets
 from mlstack.state import write_private
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable  # importlib.resources.abc is 3.11+
+
+    import jinja2
 
 COMPOSE_TEMPLATE = "docker-compose.yml.j2"
 INIT_TEMPLATE = "mlstack.yaml.j2"
@@ -93,22 +97,9 @@ def api_check(timeout: float, *, auth: bool) -> str:
     )
 
 
-# MLflow before 3.9 or so reads the admin login from the ini file only; the shell copies it in
-# from the environment when it writes the file (`$$` is compose's escape for a literal `$`), so
-# the command names the variables, never their values. MLflow 3.17 reads the variables itself.
-_ADMIN_LINES = (
-    '"admin_username = $$MLFLOW_AUTH_ADMIN_USERNAME"',
-    '"admin_password = $$MLFLOW_AUTH_ADMIN_PASSWORD"',
-)
-
-
 def mlflow_command(config: StackConfig) -> list[str]:
-    server = _mlflow_server(config)
-    if not config.auth:
-        return server
-    lines = [shlex.quote(line) for line in auth_ini(config)] + list(_ADMIN_LINES)
-    write_ini = "umask 077 && printf '%s\\n' " + " ".join(lines) + f" > {AUTH_CONFIG_PATH}"
-    return ["sh", "-c", f"{write_ini} && exec {shlex.join(server)}"]
+    """`mlflow server ...` for `config`, through the launcher (one import, waits for its DB)."""
+    return launch(_mlflow_server(config)[1:])
 
 
 def _mlflow_server(config: StackConfig) -> list[str]:
@@ -140,10 +131,32 @@ def seaweedfs_command() -> list[str]:
 
 
 def _environment() -> jinja2.Environment:
+    # deferred: jinja2 loads only to render; reading commands find the render in the cache
+    import jinja2
+
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701 (YAML, not HTML)
     # JSON is YAML; unlike `tojson` (made for HTML) it leaves quotes readable.
     env.filters["json"] = json.dumps
+    env.filters["yaml_list"] = yaml_list
     return env
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """YAML with multi-line strings as literal blocks (`|`): the launcher stays readable."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def yaml_list(items: list[str], indent: int) -> str:
+    """`items` as a YAML block sequence, indented by `indent` spaces."""
+    text = yaml.dump(list(items), Dumper=_BlockDumper, default_flow_style=False, width=10_000)
+    return "\n".join(" " * indent + line if line else line for line in text.splitlines())
 
 
 def render_compose(config: StackConfig) -> str:
@@ -159,10 +172,40 @@ def render_compose(config: StackConfig) -> str:
         auth=config.auth,
         auth_config_path=AUTH_CONFIG_PATH,
         mlflow_command=mlflow_command(config),
-        mlflow_healthcheck=["CMD", "python", "-c", api_check(4, auth=config.auth)],
+        wait_databases=",".join(
+            [config.postgres.database] + ([config.auth_database] if config.auth else [])
+        ),
+        auth_config="\n".join(auth_ini(config)),
+        mlflow_healthcheck=["CMD", "python", "-S", "-c", api_check(4, auth=config.auth)],
         seaweedfs_command=seaweedfs_command(),
         extra_labels=config.labels,
     )
+
+
+CACHE_FILE = ".compose-render"  # in the project's state dir: a key line, then the render
+
+
+def _render_key(config: StackConfig) -> str:
+    """What a render depends on: the template, the code that fills it, and the config."""
+    digest = hashlib.sha256(_template_text(COMPOSE_TEMPLATE).encode())
+    for module in (__file__, launcher.__file__):
+        digest.update(Path(module).read_bytes())
+    digest.update(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def cached_render(config: StackConfig, directory: Path) -> str:
+    """`render_compose(config)`, read back from `directory` when `up` stored that very render
+    there (`store_render`): the reading commands then need no template engine."""
+    try:
+        key, _, text = (directory / CACHE_FILE).read_text(encoding="utf-8").partition("\n")
+    except OSError:
+        key = text = ""
+    return text if key == _render_key(config) else render_compose(config)
+
+
+def store_render(config: StackConfig, directory: Path, compose: str) -> None:
+    write_private(directory / CACHE_FILE, _render_key(config) + "\n" + compose)
 
 
 def render_init(config: StackConfig) -> str:

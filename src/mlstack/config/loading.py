@@ -165,7 +165,7 @@ def _flag_overrides(sets: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]
     for item in sets:
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if not sep or not key:
+        if not sep or not key or any(c.isspace() or not c.isprintable() for c in key):
             raise ConfigError(
                 f"--set {item!r} is not KEY=VALUE",
                 "write it like --set mlflow.port=5051",

@@ -10,17 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from mlstack.adapters import postgres, s3
 from mlstack.compose.render import api_check
 from mlstack.engine import EngineAPI
 from mlstack.errors import NotReady
-from mlstack.health import CallableProbe, PostgresProbe, Probe, S3Probe
+from mlstack.health import CallableProbe, MlflowProbe, PostgresProbe, Probe, S3Probe
 from mlstack.project.context import Project
 
 
 class Backends(Protocol):
     def probes(self, engine: EngineAPI | None = None) -> dict[str, Probe]:
         """A readiness probe per service; with an engine, MLflow's also checks in-network."""
+        ...
+
+    def vouch(self) -> Probe:
+        """One probe of MLflow that proves its database and its bucket too, as MLflow uses them:
+        an API search (MLflow -> PostgreSQL) and a listing through its artifact proxy (MLflow
+        -> S3 with the stack's keys). When it passes, the other probes need not run."""
         ...
 
     def ensure_databases(self) -> bool:
@@ -59,7 +64,16 @@ class HostBackends:
             "mlflow": mlflow,
         }
 
+    def vouch(self) -> Probe:
+        p = self.project
+        return MlflowProbe(
+            "mlflow", p.config.tracking_uri, headers=p.mlflow_headers(), storage=True
+        )
+
     def ensure_databases(self) -> bool:
+        # deferred: psycopg2 and boto3 load only when provisioning (a no-op `up` never does)
+        from mlstack.adapters import postgres
+
         c = self.project.config
         target = self.project.postgres()
         created = postgres.ensure_database(target, c.postgres.database)
@@ -68,9 +82,15 @@ class HostBackends:
         return created
 
     def ensure_bucket(self) -> bool:
+        # deferred: as ensure_databases
+        from mlstack.adapters import s3
+
         return s3.ensure_bucket(self.project.s3(), self.project.config.storage.bucket)
 
     def schema_revision(self) -> str | None:
+        # deferred: as ensure_databases
+        from mlstack.adapters import postgres
+
         return postgres.schema_revision(self.project.postgres())
 
 

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 from mlstack import credentials
 from mlstack.adapters.mlflow_http import basic_auth_header
-from mlstack.adapters.postgres import PgTarget
-from mlstack.adapters.s3 import S3Target
-from mlstack.compose.render import render_compose
+from mlstack.adapters.targets import PgTarget, S3Target
+from mlstack.compose.render import cached_render
 from mlstack.compose.services import StackSpec, from_compose
 from mlstack.config import StackConfig
 from mlstack.credentials import AUTH_KEYS, StackSecrets
@@ -61,7 +60,7 @@ class Project:
             creds, added = credentials.complete(loaded)
         else:
             creds = loaded
-        compose = render_compose(config)
+        compose = cached_render(config, state.root)
         variables = creds.as_env()
         if not creds.has_auth:
             # A secrets file from before auth existed: the next `up` adds the login. Until then
