@@ -11,7 +11,10 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
+from mlstack.adapters.mlflow_http import TrackingApi
+from mlstack.adapters.registry import parse_model_uri, resolve_model
 from mlstack.compose.launcher import LOG_PREFIX, how_it_started
+from mlstack.errors import UsageError
 
 from .conftest import REPO, Engine, Project
 from .mlflow_data import cli_ok
@@ -88,3 +91,57 @@ def test_an_image_the_launcher_cannot_drive_starts_the_stock_way_and_says_so(
     assert any("uvicorn" in p for p in processes), processes  # the stock server's own child
     status = json.loads(cli_ok(project, capsys, "status", "--json")[0])
     assert status["overall"] == "healthy"
+
+
+def test_a_served_model_runs_in_one_process(
+    seaweed_project: Project, capsys: pytest.CaptureFixture[str], mlflow_env: None
+) -> None:
+    project = seaweed_project
+    cli_ok(project, capsys, "up")
+    cli_ok(project, capsys, "demo", "--runs", "1")
+    out, err = cli_ok(project, capsys, "serve", "models:/mlstack-demo@champion", "--json")
+    served = json.loads(out)
+    assert served["start"] == "one process", err
+    container = served["container"]
+    processes = python_processes(project.engine, container)
+    assert len(processes) == 1, processes  # the scoring server runs in the launcher itself
+    steps = [
+        line.split(LOG_PREFIX, 1)[1]
+        for line in project.engine.log_tail(container, 200).splitlines()
+        if LOG_PREFIX in line
+    ]
+    assert steps[-1].endswith("model downloaded; serving in this process"), steps
+
+
+def test_every_model_uri_form_resolves_through_the_rest_api(
+    seaweed_project: Project, capsys: pytest.CaptureFixture[str], mlflow_env: None
+) -> None:
+    """`serve` reads the registry over MLflow's REST API (no mlflow import on the host): each
+    URI form pins the same logged model, and unknown ones are usage errors naming what exists."""
+    project = seaweed_project
+    cli_ok(project, capsys, "up")
+    demo = json.loads(cli_ok(project, capsys, "demo", "--runs", "1", "--json")[0])
+    (run,) = demo["runs"]
+    model_id = run["model_uri"].removeprefix("models:/")
+    api = TrackingApi(project.config.tracking_uri)
+    pinned = {
+        "models:/mlstack-demo@champion": f"models:/mlstack-demo/{demo['version']}",
+        f"models:/mlstack-demo/{demo['version']}": f"models:/mlstack-demo/{demo['version']}",
+        "models:/mlstack-demo/latest": f"models:/mlstack-demo/{demo['version']}",
+        f"models:/{model_id}": f"models:/{model_id}",
+        f"runs:/{run['run_id']}/model": f"models:/{model_id}",
+    }
+    for uri, served in pinned.items():
+        model = resolve_model(api, parse_model_uri(uri))
+        assert model.served_uri == served, uri
+        assert model.model_id == model_id and model.run_id == run["run_id"], uri
+        assert model.payload is not None and "dataframe_split" in model.payload, uri
+        assert any(r.startswith("scikit-learn==") for r in model.requirements), uri
+    unknown = {
+        f"runs:/{'0' * 32}/model": "no run with id",
+        f"models:/m-{'0' * 32}": "no logged model with id",
+        f"runs:/{run['run_id']}/elsewhere": "its models: model",
+    }
+    for uri, message in unknown.items():
+        with pytest.raises(UsageError, match=message):
+            resolve_model(api, parse_model_uri(uri))

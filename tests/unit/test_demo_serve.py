@@ -19,6 +19,7 @@ from mlstack.cli import options, run
 from mlstack.commands import demo, serve
 from mlstack.commands.logs import resolve_service
 from mlstack.commands.status import Overall, Row, overall_status, served_rows
+from mlstack.compose.launcher import SERVE_LAUNCHER
 from mlstack.config import StackConfig
 from mlstack.engine import ContainerInfo
 from mlstack.engine.docker import DockerEngine
@@ -402,7 +403,6 @@ def fake_project(monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     )
     monkeypatch.setattr(serve, "require_running", lambda config, engine, command: project)
     monkeypatch.setattr(serve, "resolve_model", lambda uri, ref: model)
-    monkeypatch.setattr(serve, "activate", lambda config, creds: None)
     yield project
 
 
@@ -439,7 +439,9 @@ def test_a_model_server_spec(fake_project: Project, unused_port: int) -> None:
     )
     spec = serve.serve_spec(fake_project, "wine", unused_port, model)
     assert spec.command is not None
-    assert spec.command[:5] == ("mlflow", "models", "serve", "-m", "models:/wine/2")
+    assert spec.command[:3] == ("python", "-c", SERVE_LAUNCHER)  # one import in the server
+    assert spec.command[3:7] == ("models", "serve", "-m", "models:/wine/2")
+    assert spec.command[-2:] == ("--env-manager", "local")
     assert spec.environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert spec.environment["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] == "false"
     assert spec.restart == "unless-stopped"

@@ -1,6 +1,6 @@
 """Models in MLflow's registry: the URIs `serve` takes, and what a model is and needs.
 
-A URI is resolved on the host through the tracking server, like any client: `models:/NAME@ALIAS`,
+A URI is resolved on the host through the tracking server's REST API (no mlflow import): `models:/NAME@ALIAS`,
 `models:/NAME/VERSION`, `models:/NAME/latest`, `models:/m-<id>` or `runs:/RUN_ID/PATH`. Aliases
 and `latest` are pinned to a version, so a restarted server never switches models silently;
 unknown names, aliases and versions are one-line errors naming those that exist.
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from mlstack.adapters.mlflow_http import ApiError, TrackingApi
 from mlstack.errors import MlstackError, UsageError
 
 EXAMPLE_ROWS = 3  # rows of the input example in the printed curl
@@ -127,19 +126,14 @@ class ResolvedModel:
     payload: dict[str, Any] | None = None
 
 
-def _missing(error: Exception) -> bool:
-    """An MlflowException saying the thing asked for does not exist (others have no code)."""
-    code = getattr(error, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
-
-
-def _registered_model(client: Any, name: str) -> Any:
+def _registered_model(api: TrackingApi, name: str) -> dict[str, Any]:
     try:
-        return client.get_registered_model(name)
-    except Exception as e:
-        if not _missing(e):
+        return dict(api.get("/registered-models/get", {"name": name})["registered_model"])
+    except ApiError as e:
+        if not e.missing:
             raise
-    names = sorted(m.name for m in client.search_registered_models(max_results=50))
+    found = api.get("/registered-models/search", {"max_results": "50"}).get("registered_models", [])
+    names = sorted(m["name"] for m in found)
     where = f"registered: {', '.join(names)}" if names else "the registry is empty"
     raise UsageError(
         f"no registered model named {name!r} ({where})",
@@ -148,13 +142,16 @@ def _registered_model(client: Any, name: str) -> Any:
     )
 
 
-def _versions(client: Any, name: str) -> list[str]:
-    found = client.search_model_versions(f"name = '{name}'", max_results=200)
-    return sorted((str(v.version) for v in found), key=int)
+def _versions(api: TrackingApi, name: str) -> list[str]:
+    escaped = name.replace("'", "\\'")
+    found = api.get(
+        "/model-versions/search", {"filter": f"name = '{escaped}'", "max_results": "200"}
+    )
+    return sorted((str(v["version"]) for v in found.get("model_versions", [])), key=int)
 
 
-def _alias_version(model: Any, ref: ModelRef) -> str:
-    aliases = dict(getattr(model, "aliases", {}) or {})
+def _alias_version(model: Mapping[str, Any], ref: ModelRef) -> str:
+    aliases = {str(a["alias"]): str(a["version"]) for a in model.get("aliases", [])}
     if ref.alias not in aliases:
         known = ", ".join(f"{a} -> version {v}" for a, v in sorted(aliases.items()))
         raise UsageError(
@@ -162,39 +159,35 @@ def _alias_version(model: Any, ref: ModelRef) -> str:
             f"({'aliases: ' + known if known else 'it has no aliases'})",
             f"use an alias it has, or a version: models:/{ref.name}/VERSION",
         )
-    return str(aliases[ref.alias])
+    return aliases[ref.alias]
 
 
-def _resolve_registered(client: Any, ref: ModelRef) -> tuple[str, str]:
+def _resolve_registered(api: TrackingApi, ref: ModelRef) -> tuple[str, str]:
     """(name, version) of a registry URI, with one-line errors that name what exists."""
-    model = _registered_model(client, ref.name)
+    model = _registered_model(api, ref.name)
     if ref.kind == "alias":
         return ref.name, _alias_version(model, ref)
-    versions = _versions(client, ref.name)
+    versions = _versions(api, ref.name)
     if ref.kind == "latest":
         if not versions:
             raise UsageError(
                 f"model {ref.name!r} has no versions", "register one first (`mlstack demo` does)"
             )
         return ref.name, versions[-1]
-    try:
-        client.get_model_version(ref.name, ref.version)
-    except Exception as e:
-        if not _missing(e):
-            raise
+    if ref.version not in versions:
         raise UsageError(
             f"model {ref.name!r} has no version {ref.version} "
             f"({'versions: ' + ', '.join(versions) if versions else 'it has no versions'})",
             f"use one of its versions, or models:/{ref.name}/latest",
-        ) from e
+        )
     return ref.name, ref.version
 
 
-def _resolve_logged(client: Any, model_id: str) -> Any:
+def _resolve_logged(api: TrackingApi, model_id: str) -> dict[str, Any]:
     try:
-        return client.get_logged_model(model_id)
-    except Exception as e:
-        if not _missing(e):
+        return dict(api.get(f"/logged-models/{model_id}")["model"]["info"])
+    except ApiError as e:
+        if not e.missing:
             raise
         raise UsageError(
             f"no logged model with id {model_id}",
@@ -203,27 +196,30 @@ def _resolve_logged(client: Any, model_id: str) -> Any:
         ) from e
 
 
-def _resolve_run(client: Any, ref: ModelRef) -> tuple[str, str]:
+def _resolve_run(api: TrackingApi, ref: ModelRef) -> tuple[str, str]:
     """(served URI, artifact location) of runs:/RUN/PATH: MLflow 3 logs models as models:/m-<id>."""
     try:
-        run = client.get_run(ref.run_id)
-    except Exception as e:
-        if not _missing(e):
+        run = api.get("/runs/get", {"run_id": ref.run_id})["run"]["info"]
+    except ApiError as e:
+        if not e.missing:
             raise
         raise UsageError(
             f"no run with id {ref.run_id}", "copy the run id from the MLflow UI or `mlstack demo`"
         ) from e
-    found = client.search_logged_models(
-        experiment_ids=[run.info.experiment_id],
-        filter_string=f"source_run_id = '{ref.run_id}'",
-    )
+    body = {
+        "experiment_ids": [run["experiment_id"]],
+        "filter": f"source_run_id = '{ref.run_id}'",
+    }
+    found = [m["info"] for m in api.post("/logged-models/search", body).get("models", [])]
     for model in found:
-        if model.name == ref.path:
-            return f"models:/{model.model_id}", str(model.artifact_location)
-    files = [f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(ref.run_id, ref.path)]
-    if "MLmodel" in files:  # a model logged as a run artifact (MLflow 2 style)
-        return ref.uri, ref.uri
-    names = sorted({m.name for m in found})
+        if model["name"] == ref.path:
+            return f"models:/{model['model_id']}", str(model["artifact_uri"])
+    location = f"{str(run['artifact_uri']).rstrip('/')}/{ref.path}"
+    listing = api.get("/artifacts/list", {"run_id": ref.run_id, "path": ref.path})
+    files = listing.get("files", [])
+    if any(f["path"].rsplit("/", 1)[-1] == "MLmodel" for f in files):
+        return ref.uri, location  # a model logged as a run artifact (MLflow 2 style)
+    names = sorted({m["name"] for m in found})
     raise UsageError(
         f"run {ref.run_id} has no model at {ref.path!r} "
         f"({'its models: ' + ', '.join(names) if names else 'it logged no model'})",
@@ -241,46 +237,49 @@ class _Located:
     run_id: str | None = None
 
 
-def _locate(client: Any, ref: ModelRef) -> _Located:
+def _locate(api: TrackingApi, ref: ModelRef) -> _Located:
     """Which model the URI names, pinned, and where its files are."""
     if ref.kind in ("alias", "version", "latest"):
-        name, version = _resolve_registered(client, ref)
-        location = client.get_model_version_download_uri(name, version)
-        run_id = client.get_model_version(name, version).run_id or None
-        found = _Located(f"models:/{name}/{version}", location, name, version, run_id=run_id)
+        name, version = _resolve_registered(api, ref)
+        location = api.get("/model-versions/get-download-uri", {"name": name, "version": version})
+        details = api.get("/model-versions/get", {"name": name, "version": version})[
+            "model_version"
+        ]
+        source = str(details.get("source", ""))  # MLflow 3: the logged model, models:/m-<id>
+        logged_id = source.removeprefix("models:/")
+        found = _Located(
+            f"models:/{name}/{version}",
+            str(location["artifact_uri"]),
+            name,
+            version,
+            model_id=logged_id if logged_id != source and _LOGGED_ID_RE.match(logged_id) else None,
+            run_id=details.get("run_id") or None,
+        )
     elif ref.kind == "logged":
-        logged = _resolve_logged(client, ref.model_id)
+        logged = _resolve_logged(api, ref.model_id)
         found = _Located(
             ref.uri,
-            str(logged.artifact_location),
+            str(logged["artifact_uri"]),
             model_id=ref.model_id,
-            run_id=logged.source_run_id,
+            run_id=logged.get("source_run_id") or None,
         )
     else:
-        served_uri, location = _resolve_run(client, ref)
+        served_uri, location = _resolve_run(api, ref)
         found = _Located(served_uri, location, run_id=ref.run_id)
     if found.served_uri.startswith("models:/m-"):
         found = replace(found, model_id=found.served_uri[len("models:/") :])
     return found
 
 
-def resolve_model(tracking_uri: str, ref: ModelRef) -> ResolvedModel:
-    """Look the model up in the tracking server and read its MLmodel, requirements and example.
-
-    The caller has pointed MLflow at the stack (mlflow_env.activate) before this imports it.
-    """
-    # deferred: importing mlflow takes seconds, and must follow mlflow_env.activate
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+def resolve_model(api: TrackingApi, ref: ModelRef) -> ResolvedModel:
+    """Look the model up through the tracking server's REST API and read its MLmodel,
+    requirements and input example through its artifact proxy (no mlflow import)."""
     try:
-        found = _locate(client, ref)
-        files = _model_files(tracking_uri, found.location)
-    except MlflowException as e:
+        found = _locate(api, ref)
+        files = _model_files(api, ref, found.location)
+    except ApiError as e:
         raise MlstackError(
-            f"MLflow at {tracking_uri} could not resolve {ref.uri}: "
-            f"{' '.join(str(e).split())[:300]}",
+            f"MLflow at {api.base_url} could not resolve {ref.uri}: {e}",
             "see `mlstack status` and `mlstack logs mlflow --tail 50`",
         ) from e
     meta = _pyfunc_meta(ref, found.location, files.get("MLmodel"))
@@ -323,26 +322,23 @@ def _pyfunc_meta(ref: ModelRef, location: str, mlmodel: str | None) -> dict[str,
     return dict(meta)
 
 
-def _model_files(tracking_uri: str, location: str) -> dict[str, str]:
-    """MLmodel, requirements.txt and serving_input_example.json of a model (each when present)."""
-    # deferred: mlflow is imported by resolve_model, which calls this
-    import mlflow
+MODEL_FILES = ("MLmodel", "requirements.txt", "serving_input_example.json")
 
-    # Only files that exist: asking for a missing one is retried with backoff for minutes.
-    listed = mlflow.artifacts.list_artifacts(artifact_uri=location, tracking_uri=tracking_uri)
-    present = {f.path.rsplit("/", 1)[-1] for f in listed if not f.is_dir}
-    found: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="mlstack-serve-") as tmp:
-        for name in ("MLmodel", "requirements.txt", "serving_input_example.json"):
-            if name not in present:
-                continue
-            try:
-                path = mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{location.rstrip('/')}/{name}",
-                    dst_path=tmp,
-                    tracking_uri=tracking_uri,
-                )
-            except (mlflow.exceptions.MlflowException, OSError):
-                continue
-            found[name] = Path(path).read_text(encoding="utf-8", errors="replace")
-    return found
+
+def _model_files(api: TrackingApi, ref: ModelRef, location: str) -> dict[str, str]:
+    """MLmodel, requirements.txt and serving_input_example.json of a model (each when present),
+    through the server's artifact proxy."""
+    try:
+        listed = api.artifacts(location)
+    except ValueError:
+        raise UsageError(
+            f"{ref.uri}: its files are at {location}, which the tracking server does not proxy",
+            "serve a model logged through this stack's tracking server (artifacts proxied)",
+        ) from None
+    present = {f["path"].rsplit("/", 1)[-1] for f in listed if not f.get("is_dir")}
+    base = location.rstrip("/")
+    return {
+        name: api.artifact(f"{base}/{name}").decode("utf-8", errors="replace")
+        for name in MODEL_FILES
+        if name in present
+    }

@@ -23,7 +23,8 @@ from typing import Any
 
 from mlstack import labels
 from mlstack.adapters import requirements
-from mlstack.adapters.mlflow_env import PROXY_ARTIFACTS, activate, tracking_login
+from mlstack.adapters.mlflow_env import PROXY_ARTIFACTS, tracking_login
+from mlstack.adapters.mlflow_http import TrackingApi
 from mlstack.adapters.registry import (
     ModelRef,
     ResolvedModel,
@@ -31,6 +32,7 @@ from mlstack.adapters.registry import (
     parse_model_uri,
     resolve_model,
 )
+from mlstack.compose.launcher import how_it_started, launch_serving
 from mlstack.compose.render import MLFLOW_CONTAINER_PORT
 from mlstack.config import StackConfig
 from mlstack.engine import ContainerInfo, EngineAPI, HealthcheckSpec, PortSpec, ServiceSpec
@@ -38,13 +40,12 @@ from mlstack.errors import (
     Conflict,
     ImageUnavailable,
     MlstackError,
-    PortInUse,
     ServiceUnhealthy,
     UsageError,
 )
 from mlstack.health import HttpProbe, wait_ready
 from mlstack.project.context import Project, require_running
-from mlstack.project.ports import port_free
+from mlstack.project.ports import pick_port
 from mlstack.project.reporting import Event, Reporter, Result, quiet
 from mlstack.project.served import (
     CONTAINER_PORT,
@@ -55,9 +56,6 @@ from mlstack.project.served import (
     served_name,
 )
 from mlstack.project.watch import exited_check, with_log
-
-DEFAULT_PORT = 5060  # the first port tried when --port is not given
-PORT_SEARCH = 40  # ... and the next ones
 
 
 @dataclass(frozen=True)
@@ -80,6 +78,7 @@ class ServeResult(Result):
     payload: dict[str, Any] | None
     replaced: bool
     warnings: list[str] = field(default_factory=list)
+    start: str | None = None  # "one process" (the launcher), "stock: <why>", as up's mlflow_start
 
     @property
     def output(self) -> str:
@@ -133,12 +132,13 @@ def serve_spec(
 ) -> ServiceSpec:
     """The container that serves `model`, as a service spec like the stack's own."""
     config = project.config
-    command = ("mlflow", "models", "serve", "-m", model.served_uri, "-h", "0.0.0.0")
+    serve = ["models", "serve", "-m", model.served_uri, "-h", "0.0.0.0", "-p", str(CONTAINER_PORT)]
     return ServiceSpec(
         name=SERVICE,
         container_name=container_name(config.project, name),
         image=image or config.mlflow.image,
-        command=(*command, "-p", str(CONTAINER_PORT), "--env-manager", "local"),
+        # `mlflow models serve` through the launcher: the model server imports MLflow once
+        command=tuple(launch_serving([*serve, "--env-manager", "local"])),
         environment={
             # The tracking server by its in-network name (its --allowed-hosts accepts it); the
             # model comes through its artifact proxy, so the container needs no S3 keys.
@@ -158,33 +158,6 @@ def serve_spec(
         healthcheck=HEALTHCHECK,
         depends_on=(),
     ).with_hash()
-
-
-def pick_port(config: StackConfig, requested: int | None, held: int | None) -> int:
-    """The host port: `requested` when usable, else the first free one from DEFAULT_PORT."""
-    stack_ports = {port: key for key, port in config.published_ports().items()}
-    if requested is not None:
-        if requested in stack_ports:
-            raise PortInUse(
-                f"port {requested} on {config.bind} is the stack's {stack_ports[requested]}",
-                "choose another port with --port",
-            )
-        if requested != held and not port_free(config.bind, requested):
-            raise PortInUse(
-                f"port {requested} on {config.bind} is already in use",
-                "free it, or choose another port with --port",
-            )
-        return requested
-    if held is not None:
-        return held
-    for port in range(DEFAULT_PORT, DEFAULT_PORT + PORT_SEARCH):
-        if port not in stack_ports and port_free(config.bind, port):
-            return port
-    raise PortInUse(
-        f"no free port on {config.bind} between {DEFAULT_PORT} and "
-        f"{DEFAULT_PORT + PORT_SEARCH - 1}",
-        "choose one with --port",
-    )
 
 
 def _image_check(project: Project, engine: EngineAPI, model: ResolvedModel) -> list[str]:
@@ -240,8 +213,7 @@ def _resolve(
     project: Project, engine: EngineAPI, ref: ModelRef, report: Reporter
 ) -> tuple[ResolvedModel, list[str]]:
     report(Event("step", message=f"resolving {ref.uri}"))
-    activate(project.config, project.secrets)
-    model = resolve_model(project.config.tracking_uri, ref)
+    model = resolve_model(TrackingApi(project.config.tracking_uri, project.mlflow_headers()), ref)
     pinned = model.served_uri if model.served_uri != ref.uri else ""
     report(
         Event("step", message=f"model {pinned or ref.uri}" + (f" ({ref.uri})" if pinned else ""))
@@ -339,25 +311,46 @@ def serve(
     except BaseException:
         engine.remove(container)
         raise
+    return _result(
+        project, engine, target, ref, model, name, url, ready, time.monotonic() - started, warnings
+    )
+
+
+def _result(
+    project: Project,
+    engine: EngineAPI,
+    target: _Target,
+    ref: ModelRef,
+    model: ResolvedModel,
+    name: str,
+    url: str,
+    ready: float,
+    seconds: float,
+    warnings: list[str],
+) -> ServeResult:
+    start = how_it_started(engine.log_tail(target.container, 100))
+    if start and start.startswith("stock"):
+        warnings.append(f"the model server started the stock way ({start[len('stock: ') :]})")
     return ServeResult(
-        project=config.project,
+        project=project.name,
         name=name,
-        container=container,
+        container=target.container,
         model_uri=ref.uri,
         served_uri=model.served_uri,
         registered_model=model.registered_model,
         version=model.version,
         run_id=model.run_id,
-        image=image,
+        image=project.config.mlflow.image,
         url=url,
         invocations_url=f"{url}/invocations",
         port=target.port,
         ready_seconds=ready,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
         curl=curl_command(url, model.payload),
         payload=model.payload,
         replaced=target.current is not None,
         warnings=warnings,
+        start=start,
     )
 
 

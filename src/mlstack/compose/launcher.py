@@ -1,4 +1,5 @@
-"""The MLflow server's launcher: `python -c LAUNCHER server ARGS...` in the MLflow container.
+"""The MLflow server's launcher: `python -c LAUNCHER server ARGS...` in the MLflow container
+(and the model server's, `python -c SERVE_LAUNCHER models serve ARGS...`, for `mlstack serve`).
 
 The stock `mlflow server` imports MLflow (3 s of CPU here), runs the migrations, then spawns
 `python -m uvicorn`, which imports it all again. The launcher imports once, *before* waiting for
@@ -24,11 +25,38 @@ WAIT_DATABASES = "MLSTACK_WAIT_DATABASES"  # comma-separated: the databases to w
 WAIT_SECONDS = "MLSTACK_WAIT_SECONDS"  # how long to wait for them before giving up
 AUTH_CONFIG = "MLSTACK_AUTH_CONFIG"  # basic-auth ini text (no secret): written before start
 
-LAUNCHER = f'''\
+# What both launchers start with: a log line helper, the stock fallback, a finished "process".
+_COMMON = f'''\
 import os, sys, time
 t0 = time.monotonic()
 def say(text):
     print("{LOG_PREFIX}%.2fs: %s" % (time.monotonic() - t0, text), file=sys.stderr, flush=True)
+def stock(why):
+    say("{STOCK}: " + why)
+    os.execvp("mlflow", ["mlflow"] + sys.argv[1:])
+class Done:
+    def __init__(self, code):
+        self.returncode, self.pid = code, os.getpid()
+    def wait(self, timeout=None):
+        return self.returncode
+    def poll(self):
+        return self.returncode
+    def send_signal(self, signum):
+        pass
+def serve_here(args, text):
+    say(text)
+    import uvicorn.main
+    try:
+        uvicorn.main.main(args, standalone_mode=False)
+        return Done(0)
+    except SystemExit as e:
+        return Done(e.code or 0)
+'''
+
+# `mlflow server ...`: uvicorn in this process where mlflow.server would spawn it.
+LAUNCHER = (
+    _COMMON
+    + f'''\
 ini = os.environ.get("{AUTH_CONFIG}")
 if ini:
     # MLflow reads its basic-auth settings from a file only; the admin login comes from the
@@ -39,9 +67,6 @@ if ini:
         ("admin_password", "MLFLOW_AUTH_ADMIN_PASSWORD")))
     with open(os.environ["MLFLOW_AUTH_CONFIG_PATH"], "w") as f:
         f.write(ini + "\\n" + login)
-def stock(why):
-    say("{STOCK}: " + why)
-    os.execvp("mlflow", ["mlflow"] + sys.argv[1:])
 try:
     import mlflow.cli, mlflow.server, sqlalchemy
     from sqlalchemy.pool import NullPool
@@ -66,34 +91,55 @@ for name in [n for n in os.environ.get("{WAIT_DATABASES}", "").split(",") if n] 
                 sys.exit(3)
             time.sleep(0.1)
     say("database %s accepts the stack's login" % name)
-class Done:
-    def __init__(self, code):
-        self.returncode, self.pid = code, os.getpid()
-    def wait(self, timeout=None):
-        return self.returncode
-    def poll(self):
-        return self.returncode
-    def send_signal(self, signum):
-        pass
 def in_process(cmd, extra_env=None, **kwargs):
     if not (isinstance(cmd, list) and cmd[1:3] == ["-m", "uvicorn"]):
         return hook(cmd, extra_env=extra_env, **kwargs)
     os.environ.update(extra_env or {{}})
-    say("migrations done; {ONE_PROCESS}")
-    import uvicorn.main
-    try:
-        uvicorn.main.main(cmd[3:], standalone_mode=False)
-        return Done(0)
-    except SystemExit as e:
-        return Done(e.code or 0)
+    return serve_here(cmd[3:], "migrations done; {ONE_PROCESS}")
 mlflow.server._exec_cmd = in_process
 mlflow.cli.cli(sys.argv[1:], prog_name="mlflow")
 '''
+)
+
+# `mlflow models serve ... --env-manager local`: the scoring server (uvicorn) in this process
+# where mlflow.pyfunc.backend would start `bash -c "exec uvicorn ..."`, the model downloaded
+# and loaded once.
+SERVE_LAUNCHER = (
+    _COMMON
+    + f"""\
+import shlex, subprocess
+try:
+    import mlflow.cli, mlflow.pyfunc.backend as backend
+except Exception as e:
+    stock("the model server does not import here (%s)" % e)
+if getattr(backend, "subprocess", None) is not subprocess:
+    stock("MLflow %s does not start its scoring server with subprocess" % mlflow.__version__)
+say("imported MLflow %s" % mlflow.__version__)
+class InProcess:
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+    def Popen(self, command, env=None, **kwargs):
+        words = shlex.split(command[-1] if isinstance(command, list) else command)
+        if words[:2] != ["exec", "uvicorn"]:
+            return subprocess.Popen(command, env=env, **kwargs)
+        os.environ.clear()
+        os.environ.update(env or {{}})
+        return serve_here(words[2:], "model downloaded; {ONE_PROCESS}")
+backend.subprocess = InProcess()
+mlflow.cli.cli(sys.argv[1:], prog_name="mlflow")
+"""
+)
 
 
 def launch(server_args: list[str]) -> list[str]:
     """The container command that runs `mlflow server_args...` through the launcher."""
     return ["python", "-c", LAUNCHER, *server_args]
+
+
+def launch_serving(serve_args: list[str]) -> list[str]:
+    """The container command that runs `mlflow serve_args...` (`models serve ...`) through the
+    model server's launcher."""
+    return ["python", "-c", SERVE_LAUNCHER, *serve_args]
 
 
 def how_it_started(log: str) -> str | None:

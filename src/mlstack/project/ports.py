@@ -7,6 +7,7 @@ import errno
 import socket
 from collections.abc import Iterable, Mapping
 
+from mlstack.config import StackConfig
 from mlstack.errors import PortInUse
 
 
@@ -37,3 +38,35 @@ def check_ports(bind: str, ports: Mapping[str, int], held_by_stack: Iterable[int
                 f"free it, or choose another port: set {key} in mlstack.yaml, "
                 f"{env_name}=<port>, or --set {key}=<port>",
             )
+
+
+DEFAULT_PORT = 5060  # the first port `serve` tries when --port is not given
+PORT_SEARCH = 40  # ... and the next ones
+
+
+def pick_port(config: StackConfig, requested: int | None, held: int | None) -> int:
+    """A served model's host port: `requested` when usable, else the one it `held` (redeployed
+    under the same name), else the first free one from DEFAULT_PORT."""
+    stack_ports = {port: key for key, port in config.published_ports().items()}
+    if requested is not None:
+        if requested in stack_ports:
+            raise PortInUse(
+                f"port {requested} on {config.bind} is the stack's {stack_ports[requested]}",
+                "choose another port with --port",
+            )
+        if requested != held and not port_free(config.bind, requested):
+            raise PortInUse(
+                f"port {requested} on {config.bind} is already in use",
+                "free it, or choose another port with --port",
+            )
+        return requested
+    if held is not None:
+        return held
+    for port in range(DEFAULT_PORT, DEFAULT_PORT + PORT_SEARCH):
+        if port not in stack_ports and port_free(config.bind, port):
+            return port
+    raise PortInUse(
+        f"no free port on {config.bind} between {DEFAULT_PORT} and "
+        f"{DEFAULT_PORT + PORT_SEARCH - 1}",
+        "choose one with --port",
+    )
