@@ -196,8 +196,10 @@ def _bounds(dotted: str) -> tuple[Any, Any]:
 def _explain(error: ValidationError, origins: Mapping[str, str]) -> ConfigError:
     messages: list[str] = []
     for err in error.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        source = origins.get(loc)
+        key = ".".join(str(p) for p in err["loc"])
+        source = origins.get(key)
+        # one line whatever the keys hold: a newline in a key is shown as \n
+        loc = key if key.isprintable() else key.encode("unicode_escape").decode()
         where = f" (from {source})" if source else ""
         kind = err["type"]
         value = err.get("input")
