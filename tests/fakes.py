@@ -335,6 +335,7 @@ class FakeBackends:
             for name in ("postgres", "storage", "mlflow")
         }
         self.databases: list[str] = []
+        self.warmed = 0
         self.buckets: list[str] = []
         self.revision: str | None = None
 
@@ -343,6 +344,9 @@ class FakeBackends:
 
     def vouch(self) -> Probe:
         return VouchProbe(self)
+
+    def warm(self) -> None:
+        self.warmed += 1
 
     def ensure_databases(self) -> bool:
         self.databases.append("created")

@@ -68,6 +68,17 @@ def check_tracking_server(
         get(base_url + STORAGE_CHECK, headers=headers, timeout=timeout, service="mlflow")
 
 
+def touch(url: str, *, headers: Mapping[str, str] | None = None) -> None:
+    """Send a GET and leave without its answer: the server still does the work (a handler is not
+    cancelled when its client goes), so a slow first request costs the next client nothing."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=0.05):  # noqa: S310
+            pass
+    except (OSError, http.client.HTTPException):
+        pass  # the answer was never the point
+
+
 class ApiError(Exception):
     """MLflow's REST API refused a call: its HTTP status, error code and message."""
 

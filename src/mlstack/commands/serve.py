@@ -239,7 +239,7 @@ def _start(
     ready = wait_ready(
         [HttpProbe(service, f"{url}/ping")],
         timeout=timeout,
-        interval=0.5,
+        interval=0.1,
         exited=exited_check(engine, {service: spec.container_name}, {}),
         on_ready=lambda s, seconds: report(Event("ready", service=s, seconds=seconds)),
     )

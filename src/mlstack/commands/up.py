@@ -219,6 +219,8 @@ class _Starter:
                     self._upgrade_if_needed()
                 self._start(pool, ["mlflow"])
             self._wait(("mlflow",))
+            if self.prepared["mlflow"].start:
+                self.backends.warm()
 
     def _start(self, pool: ThreadPoolExecutor, names: list[str]) -> None:
         self.report(Event("step", message="starting " + ", ".join(names)))
