@@ -109,7 +109,11 @@ def _given(args: list[str], flags: list[str]) -> str:
 
 
 def _choices(param: object) -> list[str]:
-    """The values an Enum-typed option takes (typer keeps its annotation), else none."""
+    """The values a choice option takes: click's Choice type, or the Enum annotation typer
+    keeps on it (typer 0.29's own coercion); none for any other option."""
+    choices = getattr(getattr(param, "type", None), "choices", None)
+    if choices:
+        return [str(getattr(c, "value", c)) for c in choices]
     kind = getattr(getattr(param, "type_descriptor", None), "annotation", None)
     if isinstance(kind, type) and issubclass(kind, Enum):
         return [str(member.value) for member in kind]

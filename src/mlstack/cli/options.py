@@ -52,7 +52,7 @@ def options(ctx: typer.Context) -> Options:
 
 def loaded(ctx: typer.Context) -> LoadedConfig:
     """The effective config, with where each value came from."""
-    # deferred: the config model (pydantic) costs ~0.2 s to import; --help needs none of it
+    # deferred: the config and its loading (yaml, difflib) are not needed for --help
     from mlstack.config import load_config
 
     opts = options(ctx)

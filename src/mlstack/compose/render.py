@@ -190,7 +190,7 @@ def _render_key(config: StackConfig) -> str:
     digest = hashlib.sha256(_template_text(COMPOSE_TEMPLATE).encode())
     for module in (__file__, launcher.__file__):
         digest.update(Path(module).read_bytes())
-    digest.update(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode())
+    digest.update(json.dumps(config.as_dict(), sort_keys=True).encode())
     return digest.hexdigest()
 
 

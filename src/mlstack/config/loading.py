@@ -8,14 +8,13 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_origin
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
-from mlstack.config.model import StackConfig
+from mlstack.config.model import SECTIONS, TOP_LEVEL, ConfigProblems, StackConfig
 from mlstack.errors import ConfigError
 
 CONFIG_FILENAME = "mlstack.yaml"
@@ -35,22 +34,11 @@ class LoadedConfig:
     origins: Mapping[str, str]  # dotted key -> "mlstack.yaml" / "MLSTACK_X" / "--set"
 
 
-def _section_fields() -> dict[str, set[str]]:
-    sections: dict[str, set[str]] = {}
-    for name, field in StackConfig.model_fields.items():
-        kind = field.annotation
-        # get_origin: `dict[str, str]` passes isinstance(..., type) on Python 3.10
-        if isinstance(kind, type) and get_origin(kind) is None and issubclass(kind, BaseModel):
-            sections[name] = set(kind.model_fields)
-    return sections
-
-
 def valid_keys() -> list[str]:
     """Every dotted config key, e.g. `storage.port`."""
-    sections = _section_fields()
-    keys = [k for k in StackConfig.model_fields if k not in sections]
-    for section, fields in sections.items():
-        keys += [f"{section}.{f}" for f in sorted(fields)]
+    keys = list(TOP_LEVEL)
+    for section, cls in SECTIONS.items():
+        keys += [f"{section}.{f.name}" for f in sorted(fields(cls), key=lambda f: f.name)]
     return keys
 
 
@@ -142,7 +130,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    sections = _section_fields()
+    sections = list(SECTIONS)
     data: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for name, raw in sorted(env.items()):
@@ -180,50 +168,26 @@ def _flag_overrides(sets: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]
     return data, origins
 
 
-def _bounds(dotted: str) -> tuple[Any, Any]:
-    """The (ge, le) bounds declared on a field, for range messages."""
-    model: type[BaseModel] = StackConfig
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        model = model.model_fields[part].annotation  # type: ignore[assignment]
-    low = high = None
-    for item in model.model_fields[leaf].metadata:
-        low = getattr(item, "ge", low)
-        high = getattr(item, "le", high)
-    return low, high
-
-
-def _explain(error: ValidationError, origins: Mapping[str, str]) -> ConfigError:
+def _explain(error: ConfigProblems, origins: Mapping[str, str]) -> ConfigError:
     messages: list[str] = []
-    for err in error.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        source = origins.get(key)
-        # one line whatever the keys hold: a newline in a key is shown as \n
-        loc = key if key.isprintable() else key.encode("unicode_escape").decode()
+    for problem in error.problems:
+        source = origins.get(problem.key)
         where = f" (from {source})" if source else ""
-        kind = err["type"]
-        value = err.get("input")
-        if kind == "extra_forbidden":
-            messages.append(f"unknown key {loc!r}{where}{_closest(loc)}")
-        elif kind in ("int_parsing", "int_type", "int_from_float"):
-            messages.append(f"{loc} must be a whole number, got {value!r}{where}")
-        elif kind in ("greater_than_equal", "less_than_equal"):
-            low, high = _bounds(loc)
-            messages.append(f"{loc} must be between {low} and {high}, got {value!r}{where}")
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            messages.append(f"{loc} must be one of {expected}, got {value!r}{where}")
-        elif kind in ("bool_parsing", "bool_type"):
-            messages.append(f"{loc} must be true or false, got {value!r}{where}")
-        elif kind in ("string_type",):
-            messages.append(f"{loc} must be text, got {value!r}{where}")
-        elif kind in ("model_type", "model_attributes_type", "dict_type"):
-            messages.append(f"{loc} must be a mapping of keys, got {value!r}{where}")
-        elif kind == "value_error":
-            text = str(err["msg"]).removeprefix("Value error, ")
-            messages.append(f"{loc}: {text}{where}" if loc else f"{text}{where}")
+        # one line whatever the keys hold: a newline in a key is shown as \n
+        key = (
+            problem.key
+            if problem.key.isprintable()
+            else problem.key.encode("unicode_escape").decode()
+        )
+        text = (
+            problem.text
+            if problem.text.isprintable()
+            else problem.text.encode("unicode_escape").decode()
+        )
+        if problem.unknown:
+            messages.append(f"unknown key {key!r}{where}{_closest(key)}")
         else:
-            messages.append(f"{loc}: {err['msg']}, got {value!r}{where}")
+            messages.append(f"{text}{where}")
     first, rest = messages[0], messages[1:]
     return ConfigError(
         first + "".join(f"; also: {m}" for m in rest),
@@ -266,8 +230,8 @@ def load_config(
     merged = _deep_merge(_deep_merge(file_data, env_data), flag_data)
     origins = {**origins, **env_origins, **flag_origins}
     try:
-        config = StackConfig.model_validate(merged)
-    except ValidationError as e:
+        config = StackConfig.from_mapping(merged)
+    except ConfigProblems as e:
         raise _explain(e, origins) from None
     except (TypeError, ValueError) as e:  # e.g. non-string keys in odd YAML
         raise ConfigError(
@@ -277,4 +241,4 @@ def load_config(
 
 
 def config_as_dict(config: StackConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json")
+    return config.as_dict()
