@@ -29,6 +29,7 @@ def test_running_stack(seaweed_project: Project, capsys: pytest.CaptureFixture[s
         ".env": 0o600,
         "docker-compose.yml": 0o644,
         "mlflow-image.json": 0o600,  # which MLflow image last ran on the database (upgrades)
+        ".compose-render": 0o600,  # that render, for the reading commands (no template engine)
     }
 
     # up on a healthy stack changes nothing
