@@ -65,7 +65,7 @@ class _Checker:
         self.problems.append(Problem(key, text, unknown))
 
     def integer(self, key: str, value: Any, bounds: tuple[int, int]) -> int | None:
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value % 1 == 0:  # 9000.0 from YAML
             value = int(value)
         elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
             value = int(value)  # "5051" written in quotes: what the user meant
