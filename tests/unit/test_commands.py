@@ -12,7 +12,7 @@ import pytest
 
 from mlstack import labels
 from mlstack.commands.down import down
-from mlstack.commands.logs import logs
+from mlstack.commands.logs import lines_of, logs
 from mlstack.commands.status import Overall, Row, StatusResult, status
 from mlstack.commands.up import Action, UpResult, up
 from mlstack.config import StackConfig
@@ -695,3 +695,26 @@ def test_a_no_op_up_whose_storage_does_not_answer_takes_the_full_path(stack: Sta
     result = stack.up()
     assert set(actions(result).values()) == {Action.KEPT}
     assert len(stack.backends.buckets) == 2  # provisioned again, as on the full path
+
+
+def test_a_secret_split_across_two_chunks_is_masked_at_every_cut() -> None:
+    secrets = ["Xy7pQ2mN9vR4tK8wL3sD6fG1hJ5zC0bA", "mlstackABCDEFGHIJKLM", "é-secret-ü-ß"]
+
+    def scrub(text: str) -> str:
+        for value in secrets:
+            text = text.replace(value, "****")
+        return text
+
+    for secret in secrets:
+        line = f"password={secret} and more\n".encode()
+        start = line.index(secret.encode())
+        for cut in range(start, start + len(secret.encode()) + 1):  # every byte, also in a char
+            chunks = [b"first line\nsecond " + line[:cut], line[cut:] + b"last"]
+            out = list(lines_of(chunks, scrub))
+            assert out == ["first line", "second password=**** and more", "last"], (secret, cut)
+            assert not any(secret in text for text in out)
+
+
+def test_log_lines_cut_between_chunks_come_out_whole() -> None:
+    chunks = [b"alpha be", b"ta\r\ngam", b"ma\n", b"", b"delta"]
+    assert list(lines_of(chunks, lambda t: t)) == ["alpha beta", "gamma", "delta"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from queue import Queue
 
 from mlstack import labels
@@ -33,10 +34,19 @@ def resolve_service(config: StackConfig, name: str) -> str:
     return resolved
 
 
-def _lines(chunks: Iterator[bytes], scrub: Callable[[str], str]) -> Iterator[str]:
+def lines_of(chunks: Iterable[bytes], scrub: Callable[[str], str]) -> Iterator[str]:
+    """Whole lines from a stream of chunks, each masked. A chunk may end anywhere: in a line, in
+    a secret, in a UTF-8 character; the rest waits for the next chunk, so a secret is masked
+    whatever the cut (no secret holds a newline)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
     for chunk in chunks:
-        for line in chunk.decode(errors="replace").splitlines():
-            yield scrub(line)
+        *complete, pending = (pending + decoder.decode(chunk)).split("\n")
+        for line in complete:
+            yield scrub(line.removesuffix("\r"))
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield scrub(pending.removesuffix("\r"))
 
 
 def _interleaved(
@@ -50,7 +60,7 @@ def _interleaved(
 
     def pump(name: str) -> None:
         try:
-            for line in _lines(engine.logs(containers[name].id, tail=tail, follow=True), scrub):
+            for line in lines_of(engine.logs(containers[name].id, tail=tail, follow=True), scrub):
                 queue.put((name, line))
         finally:
             queue.put(None)
@@ -89,5 +99,5 @@ def logs(
         yield from _interleaved(engine, containers, tail_arg, scrub)
         return
     for name, info in containers.items():
-        for line in _lines(engine.logs(info.id, tail=tail_arg, follow=follow), scrub):
+        for line in lines_of(engine.logs(info.id, tail=tail_arg, follow=follow), scrub):
             yield name, line
