@@ -196,7 +196,9 @@ def test_ctrl_c_during_up_then_up_completes(
     wait_for_line(proc, "database and bucket", seen)
     interrupted(proc, seen)
 
-    # 4. while MLflow starts
+    # 4. while MLflow starts: on a fresh database it started with PostgreSQL (step 2), so stop
+    # it; with no image record yet, this `up` starts it after the schema check
+    project.engine.stop(f"{project.name}-mlflow", 10)
     proc, seen = mlstack(project, "up"), []
     wait_for_line(proc, "starting mlflow", seen)
     interrupted(proc, seen)
