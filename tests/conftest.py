@@ -16,6 +16,7 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             monkeypatch.delenv(name)
     state = tmp_path / "state"
     monkeypatch.setenv("MLSTACK_STATE_DIR", str(state))
+    monkeypatch.setenv("MLSTACK_BACKUP_DIR", str(tmp_path / "backups"))
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -10,6 +10,7 @@ only while its container runs, plus what a test scripts (refuse N times, hang, r
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,11 @@ class FakeContainer:
     exit_code: int = 0
     restart_count: int = 0
     log: list[bytes] = field(default_factory=list)
+    created: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    oom_killed: bool = False
+    error: str = ""
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -52,6 +58,11 @@ class FakeContainer:
             ports={k: list(v) for k, v in self.ports.items()},
             labels=dict(self.labels),
             image_id=self.image_id,
+            created=self.created,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            oom_killed=self.oom_killed,
+            error=self.error,
         )
 
 
@@ -195,6 +206,7 @@ class FakeEngine:
             aliases=list(aliases),
             ports=ports,
             spec=spec,
+            created=time.time(),
         )
         self.by_name[spec.container_name] = container
         return container.id
@@ -204,6 +216,7 @@ class FakeEngine:
         self._record("start", container.name)
         service = container.labels.get(labels.SERVICE, "")
         behaviour = self.behaviours.get(container.name) or self.behaviours.get(service, runs)
+        container.started_at = time.time()
         behaviour(container)
 
     def stop(self, name_or_id: str, timeout: float) -> None:

@@ -22,6 +22,16 @@ from mlstack.errors import StackBusy, StateError
 IMAGE_RECORD = "mlflow-image.json"
 
 
+def backups_root(env: Mapping[str, str] | None = None) -> Path:
+    """MLSTACK_BACKUP_DIR, else $XDG_DATA_HOME/mlstack/backups, else ~/.local/share/mlstack/
+    backups: outside the state dir, so `down --purge` never deletes a backup."""
+    env = os.environ if env is None else env
+    if env.get("MLSTACK_BACKUP_DIR"):
+        return Path(env["MLSTACK_BACKUP_DIR"]).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mlstack" / "backups"
+
+
 def state_root(env: Mapping[str, str] | None = None) -> Path:
     """MLSTACK_STATE_DIR, else $XDG_STATE_HOME/mlstack, else ~/.local/state/mlstack."""
     env = os.environ if env is None else env
@@ -61,12 +71,25 @@ class ProjectState:
     def image_record(self) -> Path:
         return self.root / IMAGE_RECORD
 
+    @property
+    def backups(self) -> Path:
+        """The project's backups (`up`'s before a migration, `backup`'s by default)."""
+        return backups_root() / self.root.name
+
     def backups_dir(self) -> Path:
-        """Where `up` keeps the backups it takes before migrating (0700)."""
-        path = self.root / "backups"
+        """The backups dir, made if need be (0700)."""
+        path = self.backups
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.chmod(0o700)
         return path
+
+    def latest_backup(self) -> Path | None:
+        """The newest archive in the backups dir, None when there is none."""
+        try:
+            found = [p for p in self.backups.iterdir() if p.name.endswith(".tar.gz")]
+        except OSError:
+            return None
+        return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -62,7 +62,7 @@ def test_upgrade_then_failed_downgrade(
     new_revision = schema_revision(stack.postgres())
     assert new_revision == upgrade["to_revision"] != old_revision
     backup = Path(upgrade["backup"])
-    assert backup.parent == stack.state.root / "backups"
+    assert backup.parent == stack.state.backups  # outside the state dir: purge keeps it
     assert stat.S_IMODE(backup.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert snapshot(project) == before

@@ -108,7 +108,12 @@ def status_view(result: StatusResult, screen: Screen) -> None:
         out.print(table(out, "served models", ("name", "model", "state", "probe", "url"), served))
     for s in result.services:
         if s.problem:
-            out.print(f"[yellow]{s.service}[/]: {escape(s.problem)}\n  fix: {escape(s.fix)}")
+            out.print(f"[yellow]{s.service}[/]: {escape(s.problem)}")
+            if s.cause:
+                out.print(f"  cause: {escape(s.cause)}")
+            for line in s.log:
+                out.print(f"  [dim]|[/] {escape(line)}")
+            out.print(f"  fix: {escape(s.fix)}")
     for m in result.served:
         if m.problem:
             out.print(f"[yellow]served {m.name}[/]: {escape(m.problem)}\n  fix: {escape(m.fix)}")

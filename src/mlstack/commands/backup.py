@@ -26,8 +26,9 @@ def backup(
     force: bool = False,
     report: Reporter = quiet,
 ) -> BackupResult:
-    """Archive the stack's database and bucket into `output` (default: a dated name here)."""
-    path = output or Path.cwd() / default_name(project.name)
+    """Archive the stack's database and bucket into `output` (default: a dated name in the
+    project's backups dir, which `down --purge` never deletes)."""
+    path = output or project.state.backups_dir() / default_name(project.name)
     if path.exists() and not force:
         raise Conflict(f"{path} already exists", "choose another -o, or add --force to replace it")
     if not path.parent.is_dir():

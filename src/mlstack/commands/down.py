@@ -24,6 +24,7 @@ class DownResult(Result):
     volumes: list[str]
     state_removed: bool
     seconds: float
+    backups: str | None = None  # the project's backups dir, when it holds any: purge keeps it
 
     @property
     def nothing_to_do(self) -> bool:
@@ -56,6 +57,7 @@ def down(config: StackConfig, engine: EngineAPI, *, purge: bool = False) -> Down
         if state.root.exists():
             shutil.rmtree(state.root)
             state_removed = True
+    kept = ProjectState.for_project(config.project)
     return DownResult(
         config.project,
         [c.name for c in containers],
@@ -63,4 +65,5 @@ def down(config: StackConfig, engine: EngineAPI, *, purge: bool = False) -> Down
         volumes,
         state_removed,
         time.monotonic() - started,
+        str(kept.backups) if kept.latest_backup() is not None else None,
     )

@@ -6,8 +6,9 @@ One row type for the stack's services and the models served beside them, one hea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from mlstack import labels
@@ -17,9 +18,13 @@ from mlstack.errors import ExitCode
 from mlstack.health import HttpProbe, Probe, ProbeResult, answering, run_probes
 from mlstack.project.backends import Backends, HostBackends
 from mlstack.project.context import SERVICES, Project
+from mlstack.project.diagnosis import Diagnosis, crash_loop, diagnose, link, probe_failing
 from mlstack.project.reporting import Result
 from mlstack.project.served import SERVICE as SERVE_SERVICE
 from mlstack.project.served import served_name
+from mlstack.project.watch import log_gist
+
+GIST_LINES = 5  # of a service's log shown when it is not healthy
 
 
 class Overall(str, Enum):
@@ -52,6 +57,10 @@ class Row:
     model_uri: str | None = None  # served models: as given to `serve`
     served_uri: str | None = None  # ... and what the container loads (pinned)
     version: str | None = None
+    cause: str = ""  # why, when it can be told (the log, Docker's state)
+    root: str = ""  # the service this one fails because of
+    restarts: int = 0  # Docker's restart count
+    log: tuple[str, ...] = ()  # the gist of its log (secrets masked), when it is not healthy
 
     @property
     def healthy(self) -> bool:
@@ -83,7 +92,11 @@ def overall_status(services: Sequence[Row], served: Sequence[Row]) -> Overall:
 
 
 def _service_row(
-    project: Project, name: str, info: ContainerInfo | None, probe: ProbeResult | None
+    project: Project,
+    name: str,
+    info: ContainerInfo | None,
+    probe: ProbeResult | None,
+    found: Finding | None,
 ) -> Row:
     spec = project.service(name)
     url = project.urls()[name]
@@ -99,17 +112,73 @@ def _service_row(
             "no container",
             "run `mlstack up`",
         )
-    problem = fix = ""
-    if not info.running:
-        problem = f"{info.state} (exit code {info.exit_code})"
-        fix = f"read `mlstack logs {name} --tail 50`, then run `mlstack up`"
-    elif probe is not None and not probe.ok:
-        problem = probe.detail
-        fix = f"read `mlstack logs {name} --tail 50`; if it persists, run `mlstack up`"
-    elif info.spec_hash != spec.spec_hash:
-        problem = "its config changed since it was created"
-        fix = "run `mlstack up` to apply the change (data is kept)"
-    return Row(name, name, spec.container_name, info.state, info.health, url, probe, problem, fix)
+    base = Row(
+        name,
+        name,
+        spec.container_name,
+        info.state,
+        info.health,
+        url,
+        probe,
+        restarts=info.restart_count,
+    )
+    if found is not None:
+        d = found.diagnosis
+        problem = d.state if not info.running or d.state.startswith("crash") else found.detail
+        return replace(base, problem=problem, fix=d.fix, cause=d.cause, root=d.root, log=found.log)
+    if info.spec_hash != spec.spec_hash:
+        return replace(
+            base,
+            problem="its config changed since it was created",
+            fix="run `mlstack up` to apply the change (data is kept)",
+        )
+    return base
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A service that is not healthy: its diagnosis, its probe's words, the gist of its log."""
+
+    diagnosis: Diagnosis
+    detail: str
+    log: tuple[str, ...]
+
+
+def _findings(
+    project: Project,
+    engine: EngineAPI,
+    containers: Mapping[str, ContainerInfo],
+    results: Mapping[str, ProbeResult],
+) -> dict[str, Finding]:
+    """Diagnose each service that is not healthy (the only ones whose logs are read)."""
+    now = time.time()
+    latest = project.state.latest_backup()
+    backup = str(latest) if latest else None
+    found: dict[str, Finding] = {}
+    for name, info in containers.items():
+        probe = results.get(name)
+        looping = crash_loop(info, now)
+        if info.running and not looping and (probe is None or probe.ok):
+            continue
+        log = project.scrub(engine.log_tail(info.id, 80))
+        if not info.running or looping:
+            present = engine.image_id(project.service(name).image) is not None
+            ports = project.config.published_ports()
+            d = diagnose(
+                name,
+                info,
+                log=log,
+                image_present=present,
+                ports=ports,
+                now=now,
+                latest_backup=backup,
+            )
+        else:
+            d = probe_failing(name, probe.detail if probe else "", log, backup)
+        gist = tuple(log_gist(log, GIST_LINES).splitlines())
+        found[name] = Finding(d, probe.detail if probe else "", gist)
+    linked = link({n: f.diagnosis for n, f in found.items()})
+    return {n: replace(f, diagnosis=linked[n]) for n, f in found.items()}
 
 
 def _ping_url(config: StackConfig, info: ContainerInfo) -> str:
@@ -226,7 +295,11 @@ def status(
     running = [n for n in SERVICES if n in containers and containers[n].running]
     by_service, by_served = _results(config, backends or HostBackends(project), running, served)
     served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
-    rows = [_service_row(project, n, containers.get(n), by_service.get(n)) for n in SERVICES]
+    findings = _findings(project, engine, containers, by_service)
+    rows = [
+        _service_row(project, n, containers.get(n), by_service.get(n), findings.get(n))
+        for n in SERVICES
+    ]
     extra = sorted(c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE))
     overall = overall_status(rows, served_list)
     return StatusResult(config.project, overall, rows, config.tracking_uri, extra, served_list)

@@ -20,7 +20,7 @@ from mlstack.errors import ConfigError
 CONFIG_FILENAME = "mlstack.yaml"
 ENV_PREFIX = "MLSTACK_"
 # MLSTACK_* variables that are not config keys.
-RESERVED_ENV = {"MLSTACK_CONFIG", "MLSTACK_STATE_DIR", "MLSTACK_DEBUG"}
+RESERVED_ENV = {"MLSTACK_CONFIG", "MLSTACK_STATE_DIR", "MLSTACK_BACKUP_DIR", "MLSTACK_DEBUG"}
 # Keys whose value is a mapping of free-form keys (label keys contain dots themselves).
 MAPPING_KEYS = ("labels",)
 

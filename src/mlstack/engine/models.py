@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from mlstack import labels
@@ -84,6 +85,11 @@ class ContainerInfo:
     ports: Mapping[str, list[tuple[str, int]]]  # "5000/tcp" -> [(host_ip, host_port)]
     labels: Mapping[str, str]
     image_id: str = ""  # sha256:..., what the container really runs (the tag may have moved)
+    created: float = 0.0  # Unix times (0 when unknown), for "restarted 5 times in 40 s"
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    oom_killed: bool = False  # the kernel killed it for memory, as Docker reports it
+    error: str = ""  # Docker's own reason a start failed (e.g. a port already allocated)
 
     @property
     def running(self) -> bool:
@@ -129,7 +135,24 @@ class ContainerInfo:
             ports=ports,
             labels=data.get("Config", {}).get("Labels") or {},
             image_id=str(data.get("Image", "")),
+            created=_timestamp(data.get("Created")),
+            started_at=_timestamp(state.get("StartedAt")),
+            finished_at=_timestamp(state.get("FinishedAt")),
+            oom_killed=bool(state.get("OOMKilled")),
+            error=str(state.get("Error") or ""),
         )
+
+
+def _timestamp(text: object) -> float:
+    """Docker's RFC 3339 times (nanoseconds, `Z`) as Unix time; 0 for its zero time or none."""
+    if not isinstance(text, str) or text.startswith("0001-"):
+        return 0.0
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text)
+    if not match:
+        return 0.0
+    zone = match.group(3) or "Z"
+    when = datetime.fromisoformat(match.group(1) + ("+00:00" if zone == "Z" else zone))
+    return when.timestamp() + float(match.group(2) or 0)
 
 
 @dataclass(frozen=True)
