@@ -72,6 +72,20 @@ class ProjectState:
         return self.root / IMAGE_RECORD
 
     @property
+    def restore_journal(self) -> Path:
+        """What an unfinished restore staged (`project.restoring`): `up` finishes it."""
+        return self.root / "restore.json"
+
+    def pending_restore(self) -> str | None:
+        """The archive of a restore that was interrupted, None when there is none."""
+        try:
+            return str(json.loads(self.restore_journal.read_text(encoding="utf-8"))["archive"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return "(unreadable journal)"
+
+    @property
     def backups(self) -> Path:
         """The project's backups (`up`'s before a migration, `backup`'s by default)."""
         return backups_root() / self.root.name

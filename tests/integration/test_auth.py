@@ -212,3 +212,54 @@ def test_turning_auth_on_keeps_the_runs_and_recreates_only_mlflow(
     assert json.loads(body)["run"]["data"]["metrics"][0]["value"] == 0.75
     code, out, _ = project.cli(capsys, "status", "--json")
     assert code == 0 and json.loads(out)["overall"] == "healthy"
+
+
+def post(url: str, body: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={**headers, "Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def test_restore_brings_back_the_users_with_this_stacks_admin_login(
+    seaweed_project: Project, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Users and permissions are in the backup; restored into a stack with other secrets (here:
+    after `down --purge`), they come back and the stack's own admin login still works."""
+    project = seaweed_project
+    project.write_config(auth=True)
+    assert project.cli(capsys, "up")[0] == 0
+    search = project.config.tracking_uri + SEARCH
+    old_admin = basic_auth_header("admin", project.secrets.MLFLOW_AUTH_ADMIN_PASSWORD)
+    alice = basic_auth_header("alice", "alice-passw0rd-long")
+    created = post(
+        project.config.tracking_uri + "/api/2.0/mlflow/users/create",
+        {"username": "alice", "password": "alice-passw0rd-long"},
+        old_admin,
+    )
+    assert created[0] == 200, created
+    assert get(search, alice)[0] == 200
+
+    archive = tmp_path / "users.tar.gz"
+    code, out, err = project.cli(capsys, "backup", "-o", str(archive), "--json")
+    assert code == 0, err
+    assert json.loads(out)["manifest"]["auth_database"] == project.config.auth_database
+
+    assert project.cli(capsys, "down", "--purge", "--yes")[0] == 0
+    assert project.cli(capsys, "up")[0] == 0
+    new_admin = basic_auth_header("admin", project.secrets.MLFLOW_AUTH_ADMIN_PASSWORD)
+    assert new_admin != old_admin
+    assert get(search, alice)[0] == 401  # a fresh stack: no alice
+
+    code, out, err = project.cli(capsys, "restore", str(archive), "--json")
+    assert code == 0, err
+    assert json.loads(out)["warnings"] == []
+    assert get(search, alice)[0] == 200
+    assert get(search, new_admin)[0] == 200
+    assert get(search, old_admin)[0] == 401
+    code, out, _ = project.cli(capsys, "status", "--json")
+    assert code == 0 and json.loads(out)["overall"] == "healthy"

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from mlstack.adapters.postgres import content_counts
+from mlstack.adapters.postgres import content_counts, databases
+from mlstack.adapters.s3 import list_keys
+from mlstack.errors import ExitCode
 from mlstack.project.context import Project as Stack
 
 from .conftest import Project
@@ -98,3 +103,102 @@ def test_backup_purge_restore(
     assert code == 4
     cli_ok(project, capsys, "restore", "--force", str(archive))
     assert snapshot(project) == before
+
+
+# --- a restore interrupted at each of its steps --------------------------------------------------
+
+
+def _leftovers(project: Project) -> dict[str, object]:
+    """What a restore stages or keeps while it runs: nothing of it may outlive the restore."""
+    stack = Stack.open(project.config)
+    assert stack is not None
+    names = databases(stack.postgres())
+    keys = list_keys(stack.s3(), project.config.storage.bucket, ".mlstack-restore/")
+    return {
+        "databases": sorted(n for n in names if n.startswith(("mlstack_restore_", "mlstack_old_"))),
+        "staged objects": len(keys),
+        "journal": stack.state.restore_journal.exists(),
+    }
+
+
+def _switched(project: Project) -> bool:
+    """Whether a restore stopped after its switch (the old MLflow database exists)."""
+    stack = Stack.open(project.config)
+    assert stack is not None
+    return any(n.startswith("mlstack_old_") for n in databases(stack.postgres()))
+
+
+@pytest.mark.parametrize(
+    ("marker", "sig", "recover"),
+    [
+        ("restoring the database into", signal.SIGKILL, "up"),
+        ("staging", signal.SIGINT, None),
+        ("stopping mlflow", signal.SIGKILL, "restore"),
+        ("switching to the restored databases", signal.SIGKILL, "up"),
+        ("moving", signal.SIGINT, "restore"),
+        ("moving", signal.SIGKILL, "up"),
+    ],
+    ids=["kill-pg_restore", "ctrl-c-staging", "kill-stopping", "kill-switch", "ctrl-c-moving",
+         "kill-moving"],
+)  # fmt: skip
+def test_interrupted_restore_leaves_one_whole_stack(
+    seaweed_project: Project,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    marker: str,
+    sig: signal.Signals,
+    recover: str | None,
+) -> None:
+    """Wherever a restore stops (Ctrl-C, or killed), the stack ends with its own data or the
+    archive's, never a mixture, and nothing staged is left: before its switch an interruption
+    changes nothing, after it `up` (or the same restore again) finishes it."""
+    project = seaweed_project
+    cli_ok(project, capsys, "up")
+    write_runs(project, "archived", runs=3, mb=8, out=str(tmp_path))  # long enough to stop in
+    archived = snapshot(project)
+    archive = tmp_path / "a.tar.gz"
+    cli_ok(project, capsys, "backup", "-o", str(archive))
+    write_runs(project, "later", runs=1, mb=0.1, out=str(tmp_path))
+    before = snapshot(project)
+    assert before != archived
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlstack", "-c", str(project.config_path), "restore", "--force",
+         str(archive)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(sig)
+            break
+    _, rest = proc.communicate(timeout=180)
+    err = "".join(seen) + rest
+    assert any(marker in line for line in seen), err
+    assert "Traceback" not in err
+    assert proc.returncode == (ExitCode.INTERRUPTED if sig == signal.SIGINT else -signal.SIGKILL)
+
+    stack = Stack.open(project.config)
+    assert stack is not None
+    journal = stack.state.restore_journal.exists()
+    if journal:
+        expected = archived if _switched(project) else before
+        _, out, _ = project.cli(capsys, "status")
+        assert "was interrupted" in out and "mlstack up" in out
+    elif "switching to the restored databases" not in err:
+        expected = before  # stopped before the switch: the staging was dropped at once
+    else:
+        expected = archived  # the switch happened and the restore went on to its end
+    if sig == signal.SIGINT and not journal:
+        assert _mlflow_running(project)  # Ctrl-C before the switch: MLflow serves as before
+    if recover:
+        cli_ok(
+            project, capsys, recover, *(["--force", str(archive)] if recover == "restore" else [])
+        )
+        if recover == "restore":
+            expected = archived
+    assert _leftovers(project) == {"databases": [], "staged objects": 0, "journal": False}
+    assert snapshot(project) == expected
+    assert project.cli(capsys, "status")[0] == 0

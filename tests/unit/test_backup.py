@@ -8,14 +8,16 @@ import io
 import json
 import stat
 import tarfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from mlstack.adapters.archive import (
+    AUTH_DATABASE,
     DATABASE,
     FORMAT,
     MANIFEST,
@@ -25,6 +27,7 @@ from mlstack.adapters.archive import (
     default_name,
     parse_manifest,
     read_archive,
+    read_manifest,
     write_archive,
 )
 from mlstack.engine import ContainerInfo
@@ -263,3 +266,72 @@ def test_backup_and_restore_of_a_stack_never_brought_up(
         assert code == ExitCode.NOT_RUNNING, err
         assert err.startswith("error: the stack 'never-up'") and "mlstack up" in err
     assert run(["restore", "x.tar.gz", "--timeout", "0"]) == ExitCode.USAGE
+
+
+# --- users (auth) in the archive, and a restore's journal --------------------------------------
+
+
+def test_archive_with_the_auth_database(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    dump, auth = src / "dump", src / "auth"
+    dump.write_bytes(b"PGDMP main")
+    auth.write_bytes(b"PGDMP users")
+    manifest = replace(
+        _manifest(dump.read_bytes(), {}),
+        auth_database="mlflow_auth",
+        auth_dump=Entry(*_entry(auth.read_bytes())),
+    )
+    path = tmp_path / "a.tar.gz"
+    write_archive(path, manifest, dump, [], force=False, auth_dump=auth)
+    assert read_manifest(path) == manifest
+    work = tmp_path / "x"
+    work.mkdir()
+    extracted = read_archive(path, work)
+    assert extracted.auth_dump is not None and extracted.auth_dump.read_bytes() == b"PGDMP users"
+    assert extracted.dump.read_bytes() == b"PGDMP main"
+
+    # an archive of a stack without auth has no auth dump; one whose auth dump went missing
+    # is refused as truncated
+    (tmp_path / "plain").mkdir()
+    plain, _ = _archive(tmp_path / "plain")
+    assert read_archive(plain, work).auth_dump is None
+    with tarfile.open(path) as tar:
+        kept = [(m.name, tar.extractfile(m).read()) for m in tar if m.name != AUTH_DATABASE]  # type: ignore[union-attr]
+    with pytest.raises(ArchiveError, match="lacks 1 member"):
+        read_archive(_raw_archive(tmp_path, kept), work)
+
+
+def test_read_manifest_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
+    not_gzip = tmp_path / "x.tar.gz"
+    not_gzip.write_bytes(b"plain text")
+    with pytest.raises(ArchiveError, match="not a readable mlstack backup"):
+        read_manifest(not_gzip)
+    with pytest.raises(ArchiveError, match="no manifest first"):
+        read_manifest(_raw_archive(tmp_path, [(DATABASE, b"x"), (MANIFEST, b"{}")]))
+
+
+def test_restore_journal_names_and_round_trip(tmp_path: Path) -> None:
+    from mlstack.project import restoring
+
+    journal = restoring.new_journal(tmp_path / "a.tar.gz", ["ml_auth", "ml_auth_auth"])
+    # names by position: a database whose own name ends in _auth cannot collide with its users'
+    assert len(set(journal.staged.values()) | set(journal.old.values())) == 4
+    assert journal.marker == journal.old["ml_auth"]
+    assert journal.prefix == f".mlstack-restore/{journal.token}/"
+    other = restoring.new_journal(tmp_path / "a.tar.gz", ["ml_auth"])
+    assert other.token != journal.token
+
+    state = ProjectState(tmp_path / "state")
+    state.root.mkdir()
+    project = SimpleNamespace(state=state)
+    assert state.pending_restore() is None
+    assert restoring.read_journal(project) is None  # type: ignore[arg-type]
+    restoring._write_journal(project, journal, ["k1", "k2"])  # type: ignore[arg-type]
+    assert stat.S_IMODE(state.restore_journal.stat().st_mode) == 0o600
+    assert restoring.read_journal(project) == journal  # type: ignore[arg-type]
+    assert state.pending_restore() == str(tmp_path / "a.tar.gz")
+    state.restore_journal.write_text("{not json")
+    assert state.pending_restore() == "(unreadable journal)"
+    restoring.complete(project)  # type: ignore[arg-type]
+    assert sorted(p.name for p in state.root.iterdir()) == []

@@ -26,6 +26,7 @@ from mlstack.state import private_file
 FORMAT = 1
 MANIFEST = "manifest.json"
 DATABASE = "database.dump"
+AUTH_DATABASE = "auth.dump"
 OBJECTS = "objects/"
 COMPRESS_LEVEL = 1  # pg_dump -Fc is compressed already, artifacts mostly are: speed wins
 
@@ -57,6 +58,9 @@ class Manifest:
     dump: Entry
     objects: list[ObjectEntry] = field(default_factory=list)
     bucket_uris: int = 0  # artifact URIs in the database that name s3://<bucket> directly
+    # With `auth: true`: MLflow's users and permissions (`<database>_auth`), as `auth.dump`.
+    auth_database: str | None = None
+    auth_dump: Entry | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
@@ -119,6 +123,12 @@ def parse_manifest(raw: bytes) -> Manifest:
         dump=Entry(*_entry(data.get("dump"), "the database dump")),
         objects=objects,
         bucket_uris=int(data.get("bucket_uris") or 0),
+        auth_database=data.get("auth_database")
+        if isinstance(data.get("auth_database"), str)
+        else None,
+        auth_dump=Entry(*_entry(data["auth_dump"], "the auth database's dump"))
+        if data.get("auth_dump") is not None
+        else None,
     )
 
 
@@ -154,9 +164,11 @@ def write_archive(
     objects: Sequence[tuple[ObjectEntry, Path]],
     *,
     force: bool,
+    auth_dump: Path | None = None,
 ) -> None:
     """Write the archive (0600) under a temporary name, then move it to `path`; without `force`
     an existing file is never replaced, not even one that appeared meanwhile (Conflict)."""
+    dumps = [(DATABASE, dump)] + ([(AUTH_DATABASE, auth_dump)] if auth_dump else [])
     try:
         with (
             private_file(path, replace=force) as raw,
@@ -166,7 +178,7 @@ def write_archive(
             info = tarfile.TarInfo(MANIFEST)
             info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
             tar.addfile(info, io.BytesIO(data))
-            for name, source in [(DATABASE, dump)] + [(OBJECTS + o.key, p) for o, p in objects]:
+            for name, source in dumps + [(OBJECTS + o.key, p) for o, p in objects]:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = source.stat().st_size, 0o600, int(time.time())
                 with open(source, "rb") as f:
@@ -180,6 +192,7 @@ class Extracted:
     manifest: Manifest
     dump: Path
     objects: dict[str, Path]
+    auth_dump: Path | None = None
 
 
 def read_archive(path: Path, workdir: Path) -> Extracted:
@@ -196,6 +209,20 @@ def read_archive(path: Path, workdir: Path) -> Extracted:
         ) from None
 
 
+def read_manifest(path: Path) -> Manifest:
+    """The manifest alone (the first member): what an archive holds, without unpacking it."""
+    try:
+        with tarfile.open(path, mode="r|gz") as tar:
+            for member in tar:
+                source = tar.extractfile(member) if member.isfile() else None
+                if source is None or member.name != MANIFEST or member.size > 64 << 20:
+                    break
+                return parse_manifest(source.read())
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise ArchiveError(f"{path} is not a readable mlstack backup ({e})") from None
+    raise ArchiveError(f"{path} is not an mlstack backup (no manifest first)")
+
+
 def _read_archive(path: Path, workdir: Path) -> Extracted:
     manifest: Manifest | None = None
     expected: dict[str, Entry] = {}
@@ -210,6 +237,8 @@ def _read_archive(path: Path, workdir: Path) -> Extracted:
                     raise ArchiveError(f"{path} is not an mlstack backup (no manifest first)")
                 manifest = parse_manifest(source.read())
                 expected = {DATABASE: manifest.dump}
+                if manifest.auth_dump is not None:
+                    expected[AUTH_DATABASE] = manifest.auth_dump
                 expected.update({OBJECTS + o.key: o for o in manifest.objects})
                 continue
             entry = expected.get(member.name)
@@ -237,4 +266,4 @@ def _read_archive(path: Path, workdir: Path) -> Extracted:
             "use another backup; nothing was changed",
         )
     objects = {o.key: files[OBJECTS + o.key] for o in manifest.objects}
-    return Extracted(manifest, files[DATABASE], objects)
+    return Extracted(manifest, files[DATABASE], objects, files.get(AUTH_DATABASE))

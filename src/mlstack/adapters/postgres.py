@@ -205,10 +205,10 @@ def restore(
     dump_file: Path,
     scrub: Callable[[str], str],
 ) -> None:
-    """Recreate `target`'s database empty (from here), then pg_restore `dump_file` into it in
-    one transaction, inside its `container`."""
+    """pg_restore `dump_file` into `target`'s database (made empty first, from here), in one
+    transaction, inside its `container`."""
     recreate_database(target, target.database)
-    directory, name = "/tmp", f"mlstack-restore-{os.getpid()}.dump"
+    directory, name = "/tmp", f"mlstack-restore-{os.getpid()}-{target.database}.dump"
     engine.copy_in(container, dump_file, directory, name)
     command = [
         "pg_restore",
@@ -230,4 +230,42 @@ def restore(
         raise ProvisionError(
             f"pg_restore failed: {scrub(_last_line(output, code))}",
             "see `mlstack logs postgres`; run the restore again with --force",
+        )
+
+
+def databases(target: PgTarget) -> set[str]:
+    """The names of every database of the server."""
+    with connect(target.on("postgres")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database")
+        return {str(row[0]) for row in cur.fetchall()}
+
+
+def rename_databases(target: PgTarget, renames: list[tuple[str, str]]) -> None:
+    """Rename databases in one transaction: every rename happens, or none (a swap cannot be left
+    half done). Sessions left on them (MLflow stopped, a client may linger) are closed."""
+    with connect(target.on("postgres")) as conn:
+        conn.autocommit = False
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+                    ([old for old, _ in renames],),
+                )
+                for old, new in renames:
+                    cur.execute(
+                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            sql.Identifier(old), sql.Identifier(new)
+                        )
+                    )
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+
+def drop_database(target: PgTarget, database: str) -> None:
+    with connect(target.on("postgres")) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )

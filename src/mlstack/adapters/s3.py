@@ -111,11 +111,10 @@ def ensure_bucket(target: S3Target, bucket: str) -> bool:
 TRANSFER_TIMEOUT = 120.0
 
 
-def list_keys(target: S3Target, bucket: str) -> list[str]:
+def list_keys(target: S3Target, bucket: str, prefix: str = "") -> list[str]:
     keys: list[str] = []
-    pages = (
-        client(target, TRANSFER_TIMEOUT).get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    )
+    paginator = client(target, TRANSFER_TIMEOUT).get_paginator("list_objects_v2")
+    pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
     for page in pages:
         keys += [o["Key"] for o in page.get("Contents", [])]
     return keys
@@ -140,12 +139,23 @@ def download_all(target: S3Target, bucket: str, workdir: Path) -> list[tuple[str
         return list(pool.map(fetch, enumerate(list_keys(target, bucket))))
 
 
-def empty(target: S3Target, bucket: str) -> None:
+def delete(target: S3Target, bucket: str, keys: list[str]) -> None:
+    """Delete `keys` (1,000 a request)."""
     s3 = client(target, TRANSFER_TIMEOUT)
-    keys = list_keys(target, bucket)
     for start in range(0, len(keys), 1000):
         batch = [{"Key": k} for k in keys[start : start + 1000]]
         s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})  # type: ignore[typeddict-item]
+
+
+def copy_all(target: S3Target, bucket: str, pairs: list[tuple[str, str]]) -> None:
+    """Copy objects within the bucket, (from key, to key), on the server (8 at a time)."""
+    s3 = client(target, TRANSFER_TIMEOUT)
+
+    def copy(pair: tuple[str, str]) -> None:
+        s3.copy({"Bucket": bucket, "Key": pair[0]}, bucket, pair[1])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(copy, pairs))
 
 
 def upload_all(target: S3Target, bucket: str, files: Mapping[str, Path]) -> None:

@@ -21,7 +21,8 @@ def backup(
             "--output",
             "-o",
             metavar="FILE",
-            help="Archive to write (default: ./mlstack-<project>-<UTC time>.tar.gz).",
+            help="Archive to write (default: mlstack-<project>-<UTC time>.tar.gz in the "
+            "project's backups dir, see MLSTACK_BACKUP_DIR).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,

@@ -117,6 +117,12 @@ def status_view(result: StatusResult, screen: Screen) -> None:
     for m in result.served:
         if m.problem:
             out.print(f"[yellow]served {m.name}[/]: {escape(m.problem)}\n  fix: {escape(m.fix)}")
+    if result.pending_restore:
+        out.print(
+            f"[yellow]restore[/]: the restore of {escape(result.pending_restore)} was "
+            "interrupted\n  fix: run `mlstack up`: it finishes the restore, or undoes it if "
+            "MLflow's data had not been switched yet (the stack's data as it was)"
+        )
     if overall == "not running":
         out.print("the stack is not running: start it with `mlstack up`")
     elif overall == "healthy":

@@ -1,22 +1,27 @@
-"""`mlstack restore`: replace the running stack's database and bucket with an archive's.
+"""`mlstack restore`: replace the running stack's databases and bucket with an archive's.
 
 Checks everything first (running stack, a whole and valid archive, an empty target unless
---force); only then stops MLflow, so a refused restore changes nothing. An archive written by
-another MLflow image is migrated with the stack's image before MLflow starts again.
+--force), then stages the archive's data beside the stack's while MLflow still serves it, and
+migrates it there when another MLflow image wrote it; only then stops MLflow for the switch
+(`project.restoring`), so a refused, failed or interrupted restore before it changes nothing.
+A restore interrupted after the switch is finished by the next `restore` or `up`.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlstack.adapters import postgres, s3
-from mlstack.adapters.archive import Manifest, read_archive
-from mlstack.engine import EngineAPI
+from mlstack.adapters.archive import Extracted, Manifest, read_archive, read_manifest
+from mlstack.engine import ContainerInfo, EngineAPI
 from mlstack.errors import ArchiveError, Conflict
 from mlstack.health import wait_ready
+from mlstack.project import restoring
 from mlstack.project.context import Project, not_running, require_data_services
 from mlstack.project.migration import MigrationFailed, migrate
 from mlstack.project.reporting import Event, Reporter, Result, quiet
@@ -61,10 +66,15 @@ def _check_bucket(manifest: Manifest, bucket: str) -> None:
         )
 
 
-def _migrate_restored(project: Project, engine: EngineAPI, manifest: Manifest, image: str) -> None:
+def _migrate_staged(
+    project: Project, engine: EngineAPI, manifest: Manifest, image: str, database: str
+) -> None:
+    """An archive of another MLflow image, migrated where it was staged: a failure leaves the
+    stack's own data as it was."""
     try:
-        migrate(project, engine, image)
+        migrate(project, engine, image, database=database)
     except MigrationFailed as e:
+        e.message = f"{e.message}; the stack's data was not changed"
         e.hint = (
             f"the archive was written with {manifest.mlflow_image}: set mlflow.image to it, "
             "run `mlstack up`, then restore again with --force"
@@ -72,31 +82,89 @@ def _migrate_restored(project: Project, engine: EngineAPI, manifest: Manifest, i
         raise
 
 
-def _replace_data(
-    project: Project, engine: EngineAPI, archive: Path, *, force: bool, report: Reporter
-) -> Manifest:
-    """Verify the archive, then (MLflow stopped) replace the database and the bucket with it."""
-    bucket = project.config.storage.bucket
-    with tempfile.TemporaryDirectory(prefix="mlstack-restore-") as tmp:
-        report(Event("step", message=f"verifying {archive}"))
-        extracted = read_archive(archive, Path(tmp))
-        _check_bucket(extracted.manifest, bucket)
-        if not force:
-            refuse_if_not_empty(project)
-        report(Event("step", message="stopping mlflow"))
-        engine.stop(project.container("mlflow"), 10.0)
-        report(Event("step", message="restoring the database (pg_restore)"))
-        postgres.restore(
-            engine,
-            project.container("postgres"),
-            project.postgres(),
-            extracted.dump,
-            project.scrub,
+def _databases(project: Project, extracted: Extracted, warnings: list[str]) -> dict[str, Path]:
+    """The dumps to restore, by database: MLflow's, and its users' when both sides have auth."""
+    config = project.config
+    dumps = {config.postgres.database: extracted.dump}
+    if extracted.auth_dump is not None and config.auth:
+        dumps[config.auth_database] = extracted.auth_dump
+    elif extracted.auth_dump is not None:
+        warnings.append(
+            "the archive holds MLflow users and permissions; this stack has auth off, so they "
+            "were not restored (set auth: true, `mlstack up`, restore again with --force)"
         )
-        report(Event("step", message=f"restoring {len(extracted.objects)} objects"))
-        s3.empty(project.s3(), bucket)
-        s3.upload_all(project.s3(), bucket, extracted.objects)
-    return extracted.manifest
+    elif config.auth:
+        warnings.append(
+            "the archive holds no MLflow users (written without auth): kept the stack's"
+        )
+    return dumps
+
+
+@dataclass
+class _Run:
+    """One restore: the archive read and checked, then staged, switched and placed."""
+
+    project: Project
+    engine: EngineAPI
+    report: Reporter
+    mlflow: ContainerInfo
+    warnings: list[str] = field(default_factory=list)
+    migrated: bool = False
+
+    def replace(self, archive: Path, *, force: bool) -> Manifest:
+        project, engine, report = self.project, self.engine, self.report
+        with tempfile.TemporaryDirectory(prefix="mlstack-restore-") as tmp:
+            report(Event("step", message=f"verifying {archive}"))
+            extracted = read_archive(archive, Path(tmp))
+            manifest = extracted.manifest
+            _check_bucket(manifest, project.config.storage.bucket)
+            if not force:
+                refuse_if_not_empty(project)
+            dumps = _databases(project, extracted, self.warnings)
+            journal = restoring.new_journal(archive.resolve(), list(dumps))
+            self.migrated = bool(manifest.alembic_revision) and (
+                manifest.mlflow_image_id != self.mlflow.image_id
+            )
+            with _abandoned_on_failure(project, journal):
+                image = self.mlflow.image_id or self.mlflow.image
+                restoring.stage(
+                    project, engine, journal, dumps, extracted.objects, image=image, report=report
+                )
+                if self.migrated:
+                    message = f"migrating the restored database with {self.mlflow.image}"
+                    report(Event("step", message=message))
+                    staged = journal.staged[project.config.postgres.database]
+                    _migrate_staged(project, engine, manifest, image, staged)
+        self.switch(journal)
+        return manifest
+
+    def switch(self, journal: restoring.Journal) -> None:
+        """Stop MLflow, switch; interrupted before the switch, the stack is as it was."""
+        project, engine, report = self.project, self.engine, self.report
+        report(Event("step", message="stopping mlflow"))
+        try:
+            engine.stop(project.container("mlflow"), 10.0)
+            restoring.switch(project, journal, report)
+        except BaseException:
+            with suppress(Exception):  # the failure that stopped us is the one to report
+                if not restoring.switched(project, journal):
+                    restoring.abandon(project, journal)
+                    engine.start(project.container("mlflow"))
+            raise
+        restoring.place_objects(project, journal, report)
+        restoring.complete(project)
+
+
+@contextmanager
+def _abandoned_on_failure(project: Project, journal: restoring.Journal) -> Iterator[None]:
+    """On any failure or Ctrl-C, the staging is dropped (the best one can; what is left, the
+    next `restore` or `up` drops) and the failure goes on."""
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):
+            restoring.abandon(project, journal)
+        raise
 
 
 def restore(
@@ -108,7 +176,7 @@ def restore(
     timeout: float = 300.0,
     report: Reporter = quiet,
 ) -> RestoreResult:
-    """Replace the stack's database and bucket with the archive's, then restart MLflow."""
+    """Replace the stack's databases and bucket with the archive's, then restart MLflow."""
     started = time.monotonic()
     bucket = project.config.storage.bucket
     if not archive.is_file():
@@ -117,22 +185,24 @@ def restore(
         )
     mlflow_name = project.container("mlflow")
     mlflow = engine.inspect(mlflow_name)
-    if mlflow is None or not mlflow.running:
+    if mlflow is None:
         raise not_running(project.config, "restore")
     require_data_services(project, engine, "restore")
-    manifest = _replace_data(project, engine, archive, force=force, report=report)
-    migrated = manifest.alembic_revision is not None and manifest.mlflow_image_id != mlflow.image_id
-    if migrated:
-        report(Event("step", message=f"migrating the restored database with {mlflow.image}"))
-        _migrate_restored(project, engine, manifest, mlflow.image_id or mlflow.image)
+    run = _Run(project, engine, report, mlflow)
+    pending = restoring.finish(project, report)
+    if pending is None and not mlflow.running:
+        raise not_running(project.config, "restore")
+    if pending is not None and pending[1] and pending[0].archive == str(archive.resolve()):
+        manifest = read_manifest(archive)  # that restore, now finished, was this one
+    else:
+        manifest = run.replace(archive, force=force)
     report(Event("step", message="starting mlflow"))
     engine.start(mlflow_name)
     ready = wait_ready([project.mlflow_probe()], timeout=timeout)
     report(Event("ready", service="mlflow", seconds=ready.get("mlflow")))
     record_image(project.state, mlflow.image, mlflow.image_id)
-    warnings = []
     if manifest.bucket != bucket:
-        warnings.append(
+        run.warnings.append(
             f"the archive's bucket was {manifest.bucket!r}; its objects are now in {bucket!r}"
         )
     return RestoreResult(
@@ -141,7 +211,7 @@ def restore(
         manifest.created_at,
         len(manifest.objects),
         manifest.object_bytes,
-        migrated,
+        run.migrated,
         time.monotonic() - started,
-        warnings,
+        run.warnings,
     )

@@ -75,6 +75,7 @@ class StatusResult(Result):
     tracking_uri: str
     extra_containers: list[str] = field(default_factory=list)
     served: list[Row] = field(default_factory=list)  # models from `mlstack serve`
+    pending_restore: str | None = None  # the archive of an interrupted restore
 
     @property
     def exit_code(self) -> ExitCode:
@@ -302,4 +303,7 @@ def status(
     ]
     extra = sorted(c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE))
     overall = overall_status(rows, served_list)
-    return StatusResult(config.project, overall, rows, config.tracking_uri, extra, served_list)
+    pending = project.state.pending_restore()
+    return StatusResult(
+        config.project, overall, rows, config.tracking_uri, extra, served_list, pending
+    )

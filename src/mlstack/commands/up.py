@@ -208,12 +208,16 @@ class _Starter:
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             self.prepared = dict(zip(names, pool.map(self._prepare, names), strict=True))
             self.mlflow_image_id = self._mlflow_image_id()
-            if not any(p.start for p in self.prepared.values()) and self._vouched():
+            restoring = self.project.state.restore_journal.exists()
+            idle = not any(p.start for p in self.prepared.values()) and not restoring
+            if idle and self._vouched():
                 return  # nothing to start, and MLflow's own use proves its database and bucket
-            together = self._may_start_together()
+            together = not restoring and self._may_start_together()
             self._start(pool, names if together else ["postgres", "storage"])
             self._wait(("postgres", "storage"))
             self._provision()  # MLflow (importing meanwhile) waits for its database
+            if restoring:
+                self._finish_restore()
             if not together:
                 if self.prepared["mlflow"].start:
                     self._upgrade_if_needed()
@@ -249,6 +253,13 @@ class _Starter:
         if old is not None and self.prepared["mlflow"].action in (Action.KEPT, Action.STARTED):
             return old.image_id
         return self.engine.image_id(self.project.config.mlflow.image) or ""
+
+    def _finish_restore(self) -> None:
+        """A restore interrupted: forward if it switched databases, else back, before MLflow."""
+        # deferred: restores (psycopg2, boto3) load only when one was interrupted
+        from mlstack.project import restoring
+
+        restoring.finish(self.project, self.report)
 
     def _upgrade_if_needed(self) -> None:
         """A new MLflow image on an existing schema: backup, then migrate, before it starts."""

@@ -42,6 +42,18 @@ class BackupResult(Result):
         return str(self.path)
 
 
+def _auth_dump(project: Project, engine: EngineAPI, work: Path) -> Path | None:
+    """With `auth: true`, MLflow's users and permissions (`<database>_auth`) too."""
+    auth = project.config.auth_database
+    if not project.config.auth or auth not in postgres.databases(project.postgres()):
+        return None
+    dest = work / "auth.dump"
+    postgres.dump(
+        engine, project.container("postgres"), project.postgres().on(auth), dest, project.scrub
+    )
+    return dest
+
+
 def take_backup(
     project: Project,
     engine: EngineAPI,
@@ -66,6 +78,7 @@ def take_backup(
         postgres.dump(
             engine, project.container("postgres"), project.postgres(), dump, project.scrub
         )
+        auth_dump = _auth_dump(project, engine, work)
         revision = postgres.schema_revision(project.postgres())
         uris = postgres.bucket_uri_count(project.postgres(), bucket)
         report(Event("step", message=f"downloading the objects of bucket {bucket}"))
@@ -87,9 +100,11 @@ def take_backup(
             dump=entry_for(dump),
             objects=[o for o, _ in objects],
             bucket_uris=uris,
+            auth_database=config.auth_database if auth_dump else None,
+            auth_dump=entry_for(auth_dump) if auth_dump else None,
         )
         report(Event("step", message=f"writing {path}"))
-        write_archive(path, manifest, dump, objects, force=force)
+        write_archive(path, manifest, dump, objects, force=force, auth_dump=auth_dump)
     return BackupResult(
         path,
         path.stat().st_size,
