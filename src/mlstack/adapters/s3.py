@@ -111,14 +111,19 @@ def ensure_bucket(target: S3Target, bucket: str) -> bool:
 TRANSFER_TIMEOUT = 120.0
 
 
-def list_keys(target: S3Target, bucket: str) -> list[str]:
-    keys: list[str] = []
+def object_sizes(target: S3Target, bucket: str) -> dict[str, int]:
+    """Every object of `bucket`: its key and size in bytes."""
+    sizes: dict[str, int] = {}
     pages = (
         client(target, TRANSFER_TIMEOUT).get_paginator("list_objects_v2").paginate(Bucket=bucket)
     )
     for page in pages:
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
+        sizes.update((o["Key"], int(o.get("Size", 0))) for o in page.get("Contents", []))
+    return sizes
+
+
+def list_keys(target: S3Target, bucket: str) -> list[str]:
+    return list(object_sizes(target, bucket))
 
 
 def has_objects(target: S3Target, bucket: str) -> bool:

@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlstack import labels
 from mlstack.adapters import postgres
 from mlstack.adapters.archive import default_name
 from mlstack.engine import ContainerInfo, EngineAPI
 from mlstack.errors import ProvisionError
 from mlstack.project.context import Project
+from mlstack.project.oneshot import run_on_database
 from mlstack.project.reporting import Event, Reporter
 from mlstack.project.snapshot import take_backup
 from mlstack.state import ImageRecord
@@ -61,21 +61,16 @@ def migrate(project: Project, engine: EngineAPI, image: str, timeout: float = 60
     The backend URI (with its password) reaches the container in its environment only, like the
     server's, never on its command line.
     """
-    done = engine.run_once(
+    done = run_on_database(
+        project,
+        engine,
         image,
-        ["sh", "-c", 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"'],
-        name=f"{project.name}-mlflow-migrate",
-        network=project.spec.network,
-        environment=project.service("mlflow").environment,
-        labels={**project.spec.labels, labels.SERVICE: "migrate"},
+        'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"',
+        role="migrate",
         timeout=timeout,
     )
-    if done.exit_code != 0:
-        lines = [line.strip() for line in project.scrub(done.log_tail).splitlines() if line.strip()]
-        last = lines[-1] if lines else f"exit code {done.exit_code}"
-        if done.exit_code == -1:
-            last = f"no result after {timeout:.0f}s ({last})"
-        raise MigrationFailed(image, last)
+    if not done.ok:
+        raise MigrationFailed(image, done.problem)
 
 
 @dataclass(frozen=True)
