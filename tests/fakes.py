@@ -2,7 +2,8 @@
 
 `FakeEngine` implements `mlstack.engine.EngineAPI` in memory (mypy checks that it does):
 containers with state, health, restart count, exit code and logs; networks and volumes with
-labels; local images. What a container does when started is a `Behaviour`: run, exit, crash-loop.
+labels; local images; one-shot runs (recorded, their end scripted). What a container does when
+started is a `Behaviour`: run, exit, crash-loop.
 `FakeBackends` implements `mlstack.project.backends.Backends`: a probe per service that passes
 only while its container runs, plus what a test scripts (refuse N times, hang, reject).
 """
@@ -22,6 +23,7 @@ from mlstack.health import Probe
 from mlstack.project.backends import Backends
 
 _ids = itertools.count(1)
+_SERVICE = labels.SERVICE  # run_once's parameter `labels` hides the module there
 
 
 @dataclass
@@ -69,6 +71,22 @@ class FakeContainer:
 Behaviour = Callable[[FakeContainer], None]
 
 
+@dataclass(frozen=True)
+class OneShotRun:
+    """One `run_once` call as the engine received it."""
+
+    image: str
+    command: list[str]
+    name: str
+    network: str
+    environment: dict[str, str]
+    labels: dict[str, str]
+    timeout: float
+
+
+OneShotBehaviour = Callable[[OneShotRun], OneShot]
+
+
 def runs(container: FakeContainer) -> None:
     """A service that starts and keeps running (the default)."""
     container.state = "running"
@@ -109,6 +127,8 @@ class FakeEngine:
         self.volume_labels: dict[str, dict[str, str]] = {}
         self.behaviours: dict[str, Behaviour] = {}  # by service label (or container name)
         self.interrupt_at: tuple[str, str] | None = None  # (verb, name): Ctrl-C right there
+        self.one_shots: list[OneShotRun] = []  # every run_once, in order
+        self.one_shot_behaviours: dict[str, OneShotBehaviour] = {}  # by service label: its end
         self.calls: list[tuple[str, str]] = []
         self.closed = False
 
@@ -281,7 +301,12 @@ class FakeEngine:
         tail: int = 20,
     ) -> OneShot:
         self._record("run-once", name)
-        return OneShot(0, "")
+        run = OneShotRun(
+            image, list(command), name, network, dict(environment), dict(labels), timeout
+        )
+        self.one_shots.append(run)
+        behaviour = self.one_shot_behaviours.get(run.labels.get(_SERVICE, ""))
+        return behaviour(run) if behaviour is not None else OneShot(0, "")
 
     def memory_used(self, name_or_id: str) -> int:
         return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,59 @@ def bucket_uri_count(target: PgTarget, bucket: str) -> int:
             )
             total += int(cur.fetchone()[0])
     return total
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """A run, experiment or logged model in MLflow's `deleted` lifecycle stage: what `mlflow gc`
+    removes for good. `deleted_at` (ms) is the time MLflow's gc compares with --older-than:
+    runs.deleted_time, experiments.last_update_time, logged_models.last_updated_timestamp_ms."""
+
+    kind: str  # "run", "experiment" or "logged model"
+    id: str
+    name: str
+    experiment_id: str
+    artifact_uri: str  # "" for an experiment: gc deletes its runs' artifacts, not its location
+    deleted_at: int | None
+    experiment_deleted: bool = False  # a run's experiment is deleted too
+    experiment_deleted_at: int | None = None
+
+
+_DELETED = {
+    "run": (
+        "SELECT r.run_uuid, r.name, r.experiment_id, r.artifact_uri, r.deleted_time, "
+        "e.lifecycle_stage = 'deleted', e.last_update_time "
+        "FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
+        "WHERE r.lifecycle_stage = 'deleted' ORDER BY r.experiment_id, r.start_time, r.run_uuid"
+    ),
+    "experiment": (
+        "SELECT experiment_id, name, experiment_id, '', last_update_time FROM experiments "
+        "WHERE lifecycle_stage = 'deleted' ORDER BY experiment_id"
+    ),
+    "logged model": (
+        "SELECT model_id, name, experiment_id, artifact_location, last_updated_timestamp_ms "
+        "FROM logged_models WHERE lifecycle_stage = 'deleted' ORDER BY model_id"
+    ),
+}
+
+
+def deleted(target: PgTarget) -> list[Deleted]:
+    """Every run, experiment and logged model in the `deleted` stage (a schema without logged
+    models, older than MLflow 3, has none)."""
+    found: list[Deleted] = []
+    with connect(target) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.logged_models') IS NOT NULL")
+        has_models = bool(cur.fetchone()[0])
+        for kind, query in _DELETED.items():
+            if kind == "logged model" and not has_models:
+                continue
+            cur.execute(query)
+            for row in cur.fetchall():
+                ident, name, experiment, uri, at, *rest = row
+                found.append(
+                    Deleted(kind, str(ident), name or "", str(experiment), uri or "", at, *rest)
+                )
+    return found
 
 
 # --- inside the container -------------------------------------------------------------------

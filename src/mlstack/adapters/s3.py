@@ -111,13 +111,18 @@ def ensure_bucket(target: S3Target, bucket: str) -> bool:
 TRANSFER_TIMEOUT = 120.0
 
 
-def list_keys(target: S3Target, bucket: str, prefix: str = "") -> list[str]:
-    keys: list[str] = []
+def object_sizes(target: S3Target, bucket: str, prefix: str = "") -> dict[str, int]:
+    """Every object of `bucket` (under `prefix`): its key and size in bytes."""
+    sizes: dict[str, int] = {}
     paginator = client(target, TRANSFER_TIMEOUT).get_paginator("list_objects_v2")
     pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
     for page in pages:
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
+        sizes.update((o["Key"], int(o.get("Size", 0))) for o in page.get("Contents", []))
+    return sizes
+
+
+def list_keys(target: S3Target, bucket: str, prefix: str = "") -> list[str]:
+    return list(object_sizes(target, bucket, prefix))
 
 
 def has_objects(target: S3Target, bucket: str) -> bool:

@@ -1,4 +1,4 @@
-"""Keeping the data safe on the command line: backup, restore."""
+"""Keeping the data safe on the command line: backup, restore, gc."""
 
 from __future__ import annotations
 
@@ -66,4 +66,34 @@ def restore(
     raise typer.Exit(render(result, as_json=json_))
 
 
-COMMANDS = {"backup": backup, "restore": restore}
+def gc(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Only what was deleted longer ago than this (MLflow's form: 30d, 1d2h, 90m).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="List what would go, with its objects; delete nothing."),
+    ] = False,
+    json_: JsonFlag = False,
+) -> None:
+    """Remove for good the runs deleted in MLflow and their artifacts (MLflow's `mlflow gc`)."""
+    # deferred: a command's module (and what it imports) loads only when it runs
+    from mlstack.commands.gc import gc as collect
+    from mlstack.commands.gc import older_than as parse_older_than
+    from mlstack.project.context import open_existing
+
+    older = parse_older_than(older_than) if older_than is not None else None
+    project = open_existing(options.config_of(ctx), "gc")
+    engine = options.engine()
+    with project.state.lock("gc"), LiveProgress(enabled=not json_) as progress:
+        result = collect(project, engine, older, dry_run=dry_run, report=progress.report)
+    raise typer.Exit(render(result, as_json=json_))
+
+
+COMMANDS = {"backup": backup, "restore": restore, "gc": gc}

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mlstack.commands.demo import DemoResult
     from mlstack.commands.down import DownResult
     from mlstack.commands.env import EnvResult
+    from mlstack.commands.gc import GcResult
     from mlstack.commands.restore import RestoreResult
     from mlstack.commands.serve import ServeResult, StopResult
     from mlstack.commands.settings import WroteResult
@@ -226,6 +227,32 @@ def restore_view(result: RestoreResult, screen: Screen) -> None:
     )
 
 
+def gc_view(result: GcResult, screen: Screen) -> None:
+    err = screen.err
+    verb = "would remove" if result.dry_run else "removed"
+    if result.runs:
+        rows = [
+            (r.id, escape(r.name), r.experiment_id, str(r.objects), _size(r.bytes))
+            for r in result.runs
+        ]
+        title = f"runs {'that would be removed' if result.dry_run else 'removed'}"
+        err.print(table(err, title, ("run", "name", "experiment", "objects", "size"), rows))
+    what = [f"{len(result.runs)} runs"]
+    if result.experiments:
+        what.append(f"{len(result.experiments)} experiments ({', '.join(result.experiments)})")
+    if result.logged_models:
+        what.append(f"{len(result.logged_models)} logged models")
+    scope = f" deleted more than {result.older_than} ago" if result.older_than else ""
+    objects = f"{result.objects} objects ({_size(result.bytes)})"
+    if result.dry_run:
+        err.print(f"dry run: gc {verb} {', '.join(what)}{scope} and {objects}; nothing was deleted")
+    else:
+        err.print(
+            f"{verb} {', '.join(what)}{scope} and {objects} in {result.seconds:.1f}s "
+            f"(mlflow gc {result.gc_seconds or 0:.1f}s)"
+        )
+
+
 def ui_view(result: UiResult, screen: Screen) -> None:
     if result.opened:
         screen.err.print(f"opened the MLflow UI in your browser: {result.url}")
@@ -245,6 +272,7 @@ VIEWS: dict[str, Callable[[Any, Screen], None]] = {
     "BackupResult": backup_view,
     "RestoreResult": restore_view,
     "UiResult": ui_view,
+    "GcResult": gc_view,
 }
 
 

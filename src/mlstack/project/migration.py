@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlstack import labels
 from mlstack.adapters import postgres
 from mlstack.adapters.archive import default_name
 from mlstack.engine import ContainerInfo, EngineAPI
 from mlstack.errors import ProvisionError
 from mlstack.project.context import Project
+from mlstack.project.oneshot import backend_on, run_on_database
 from mlstack.project.reporting import Event, Reporter
 from mlstack.project.snapshot import take_backup
 from mlstack.state import ImageRecord
@@ -55,39 +55,6 @@ def may_need_migration(previous: ImageRecord | None, next_id: str) -> bool:
     return previous is None or previous.image_id != next_id
 
 
-def run_on_database(
-    project: Project,
-    engine: EngineAPI,
-    image: str,
-    command: list[str],
-    *,
-    database: str | None,
-    role: str,
-    timeout: float,
-) -> str | None:
-    """Run `command` in a one-shot container of `image` with the MLflow server's environment,
-    its backend URI naming `database` (default: MLflow's). None on success, else the gist of
-    its log. The URI (with its password) is in the environment only, never on a command line."""
-    environment = dict(project.service("mlflow").environment)
-    if database is not None:
-        uri = environment["MLFLOW_BACKEND_STORE_URI"]
-        environment["MLFLOW_BACKEND_STORE_URI"] = uri.rsplit("/", 1)[0] + "/" + database
-    done = engine.run_once(
-        image,
-        command,
-        name=f"{project.name}-mlflow-{role}",
-        network=project.spec.network,
-        environment=environment,
-        labels={**project.spec.labels, labels.SERVICE: role},
-        timeout=timeout,
-    )
-    if done.exit_code == 0:
-        return None
-    lines = [line.strip() for line in project.scrub(done.log_tail).splitlines() if line.strip()]
-    last = lines[-1] if lines else f"exit code {done.exit_code}"
-    return f"no result after {timeout:.0f}s ({last})" if done.exit_code == -1 else last
-
-
 def migrate(
     project: Project,
     engine: EngineAPI,
@@ -96,14 +63,23 @@ def migrate(
     *,
     database: str | None = None,
 ) -> None:
-    """`mlflow db upgrade` with `image`, on MLflow's database or `database` (a restore's staged
-    one)."""
-    command = ["sh", "-c", 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"']
-    failed = run_on_database(
-        project, engine, image, command, database=database, role="migrate", timeout=timeout
+    """Run `mlflow db upgrade` with `image` in a one-shot container on the stack's network, on
+    MLflow's database or on `database` (a restore's staged one).
+
+    The backend URI (with its password) reaches the container in its environment only, like the
+    server's, never on its command line.
+    """
+    done = run_on_database(
+        project,
+        engine,
+        image,
+        'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"',
+        role="migrate",
+        environment=backend_on(project, database),
+        timeout=timeout,
     )
-    if failed is not None:
-        raise MigrationFailed(image, failed)
+    if not done.ok:
+        raise MigrationFailed(image, done.problem)
 
 
 @dataclass(frozen=True)

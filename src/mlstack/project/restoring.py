@@ -25,7 +25,7 @@ from mlstack.adapters import postgres, s3
 from mlstack.engine import EngineAPI
 from mlstack.errors import ProvisionError
 from mlstack.project.context import Project
-from mlstack.project.migration import run_on_database
+from mlstack.project.oneshot import backend_on, run_on_database
 from mlstack.project.reporting import Event, Reporter
 from mlstack.state import write_private
 
@@ -125,13 +125,19 @@ def stage(
     auth = journal.staged.get(project.config.auth_database)
     if project.config.auth and auth is not None:
         report(Event("step", message="setting the stack's admin login in the restored users"))
-        command = ["python", "-c", ADMIN_LOGIN]
-        failed = run_on_database(
-            project, engine, image, command, database=auth, role="restore-auth", timeout=300.0
+        done = run_on_database(
+            project,
+            engine,
+            image,
+            'exec python -c "$1"',
+            role="restore-auth",
+            args=[ADMIN_LOGIN],
+            environment=backend_on(project, auth),
+            timeout=300.0,
         )
-        if failed is not None:
+        if not done.ok:
             raise ProvisionError(
-                f"setting the admin login in the restored users failed: {failed}",
+                f"setting the admin login in the restored users failed: {done.problem}",
                 "see `mlstack logs mlflow`; the stack's data was not changed",
             )
     report(Event("step", message=f"staging {len(objects)} objects"))

@@ -1,0 +1,79 @@
+"""One-shot containers of an MLflow image on the stack's network: `mlflow db upgrade`
+(migration.py), `mlflow gc` (commands/gc.py) and the admin login in restored users
+(restoring.py).
+
+They get the MLflow server's environment, so the backend URI with its password and the S3 keys
+reach them there only, never on a command line (which `docker inspect` and `ps` show). The
+container is removed whatever happens (engine.run_once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mlstack import labels
+from mlstack.engine import EngineAPI
+from mlstack.project.context import Project
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a one-shot container ended: its exit code (-1: killed at its timeout), the tail of
+    its log with secrets masked, and `problem`, the gist of a failure ("" on success)."""
+
+    exit_code: int
+    log: str
+    problem: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def gist(log: str, exit_code: int, timeout: float) -> str:
+    """The gist of a failed run: its last log line (MLflow ends with the exception's message)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    last = lines[-1] if lines else f"exit code {exit_code}"
+    if exit_code == -1:
+        return f"no result after {timeout:.0f}s ({last})"
+    return last
+
+
+def backend_on(project: Project, database: str | None) -> dict[str, str]:
+    """The server's environment changed to name `database` as its backend (none: unchanged)."""
+    if database is None:
+        return {}
+    uri = project.service("mlflow").environment["MLFLOW_BACKEND_STORE_URI"]
+    return {"MLFLOW_BACKEND_STORE_URI": uri.rsplit("/", 1)[0] + "/" + database}
+
+
+def run_on_database(
+    project: Project,
+    engine: EngineAPI,
+    image: str,
+    script: str,
+    *,
+    role: str,
+    args: Sequence[str] = (),
+    environment: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+) -> Finished:
+    """Run `sh -c SCRIPT ROLE ARGS...` in a one-shot container of `image` named
+    `<project>-mlflow-<role>`, with the server's environment plus `environment`.
+
+    The script reads secrets from its environment (`"$MLFLOW_BACKEND_STORE_URI"`); `args` (its
+    "$@") carry only what is no secret.
+    """
+    done = engine.run_once(
+        image,
+        ["sh", "-c", script, role, *args],
+        name=f"{project.name}-mlflow-{role}",
+        network=project.spec.network,
+        environment={**project.service("mlflow").environment, **(environment or {})},
+        labels={**project.spec.labels, labels.SERVICE: role},
+        timeout=timeout,
+    )
+    log = project.scrub(done.log_tail)
+    problem = "" if done.exit_code == 0 else gist(log, done.exit_code, timeout)
+    return Finished(done.exit_code, log, problem)
