@@ -47,6 +47,7 @@ class FakeContainer:
     finished_at: float = 0.0
     oom_killed: bool = False
     error: str = ""
+    answers: dict[str, tuple[int, str]] = field(default_factory=dict)  # exec: by program name
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -279,7 +280,9 @@ class FakeEngine:
     ) -> tuple[int, str]:
         container = self.container(name_or_id)
         self._record("exec", container.name)
-        return (0, "") if container.state == "running" else (1, "container is not running")
+        if container.state != "running":
+            return 1, "container is not running"
+        return container.answers.get(command[0], (0, ""))
 
     def copy_out(self, name_or_id: str, path: str, dest: Path) -> None:
         self._record("copy-out", name_or_id)

@@ -212,7 +212,7 @@ def test_the_generic_fix_only_when_nothing_specific_is_known() -> None:
     assert found.state == "exited (exit code 2)"
 
 
-def test_a_healthy_stack_reads_no_log(stack: tuple[StackConfig, FakeEngine, FakeBackends]) -> None:
+def test_a_healthy_stack_shows_no_log(stack: tuple[StackConfig, FakeEngine, FakeBackends]) -> None:
     _, engine, _ = stack
     for name in ("postgres", "storage", "mlflow"):
         engine.container(f"p-{name}").log.append(b"FATAL: something\n")

@@ -81,6 +81,8 @@ def up_view(result: UpResult, screen: Screen) -> None:
 def _probe(row: Row) -> str:
     if row.probe is None:
         return "-"
+    if row.full:  # it answers, but no write goes through
+        return "disk full"
     return f"ok {row.probe.latency * 1000:.0f} ms" if row.probe.ok else "failing"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -18,13 +19,26 @@ from mlstack.errors import ExitCode
 from mlstack.health import HttpProbe, Probe, ProbeResult, answering, run_probes
 from mlstack.project.backends import Backends, HostBackends
 from mlstack.project.context import SERVICES, Project
-from mlstack.project.diagnosis import Diagnosis, crash_loop, diagnose, link, probe_failing
+from mlstack.project.diagnosis import (
+    DISK_FULL,
+    Diagnosis,
+    crash_loop,
+    diagnose,
+    disk_full,
+    disk_full_lines,
+    link,
+    probe_failing,
+    without_disk_full,
+)
+from mlstack.project.diskspace import data_logs, volume_space
 from mlstack.project.reporting import Result
 from mlstack.project.served import SERVICE as SERVE_SERVICE
 from mlstack.project.served import served_name
 from mlstack.project.watch import log_gist
 
 GIST_LINES = 5  # of a service's log shown when it is not healthy
+LOG_LINES = 80  # of a service's log read when it is not healthy
+DISK_LOG_LINES = 200  # of a healthy-looking data service's log, for a write refused for room
 
 
 class Overall(str, Enum):
@@ -61,10 +75,11 @@ class Row:
     root: str = ""  # the service this one fails because of
     restarts: int = 0  # Docker's restart count
     log: tuple[str, ...] = ()  # the gist of its log (secrets masked), when it is not healthy
+    full: bool = False  # its volume has no room left: it answers, but writes fail
 
     @property
     def healthy(self) -> bool:
-        return answering(self.state, self.probe)
+        return answering(self.state, self.probe) and not self.full
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,15 @@ def _service_row(
     if found is not None:
         d = found.diagnosis
         problem = d.state if not info.running or d.state.startswith("crash") else found.detail
-        return replace(base, problem=problem, fix=d.fix, cause=d.cause, root=d.root, log=found.log)
+        return replace(
+            base,
+            problem=problem,
+            fix=d.fix,
+            cause=d.cause,
+            root=d.root,
+            log=found.log,
+            full=found.full,
+        )
     if info.spec_hash != spec.spec_hash:
         return replace(
             base,
@@ -143,6 +166,7 @@ class Finding:
     diagnosis: Diagnosis
     detail: str
     log: tuple[str, ...]
+    full: bool = False  # a service that answers, on a full disk
 
 
 def _findings(
@@ -150,8 +174,10 @@ def _findings(
     engine: EngineAPI,
     containers: Mapping[str, ContainerInfo],
     results: Mapping[str, ProbeResult],
+    logs: Mapping[str, str],  # of the data services: `diskspace.data_logs`
 ) -> dict[str, Finding]:
-    """Diagnose each service that is not healthy (the only ones whose logs are read)."""
+    """Diagnose each service that is not healthy, and each data service that looks healthy but
+    whose log says a write failed for lack of room (see `_full_volume`)."""
     now = time.time()
     latest = project.state.latest_backup()
     backup = str(latest) if latest else None
@@ -160,8 +186,18 @@ def _findings(
         probe = results.get(name)
         looping = crash_loop(info, now)
         if info.running and not looping and (probe is None or probe.ok):
+            full = _full_volume(project, engine, name, info, logs.get(name, ""))
+            if full is not None:
+                found[name] = full
             continue
-        log = project.scrub(engine.log_tail(info.id, 80))
+        log = project.scrub(engine.log_tail(info.id, LOG_LINES))
+        space = (
+            volume_space(project, engine, name, info.id)
+            if info.running and disk_full(log)
+            else None
+        )
+        if space is not None and not space.full:
+            log = without_disk_full(log)  # lines from before room was made: not the cause now
         if not info.running or looping:
             present = engine.image_id(project.service(name).image) is not None
             ports = project.config.published_ports()
@@ -176,10 +212,34 @@ def _findings(
             )
         else:
             d = probe_failing(name, probe.detail if probe else "", log, backup)
-        gist = tuple(log_gist(log, GIST_LINES).splitlines())
-        found[name] = Finding(d, probe.detail if probe else "", gist)
+        gist = log_gist(log, GIST_LINES).splitlines()
+        if d.cause == DISK_FULL.cause:
+            gist = disk_full_lines(log)[-GIST_LINES:]
+            d = replace(d, cause=f"{d.cause}: {space}" if space else d.cause)
+        found[name] = Finding(d, probe.detail if probe else "", tuple(gist))
     linked = link({n: f.diagnosis for n, f in found.items()})
     return {n: replace(f, diagnosis=linked[n]) for n, f in found.items()}
+
+
+def _full_volume(
+    project: Project, engine: EngineAPI, name: str, info: ContainerInfo, log: str
+) -> Finding | None:
+    """A service that answers (reads work) but whose log says a write failed for lack of room,
+    on a volume still full: `df` runs only after such a line, to tell a disk still full from one
+    that had room made since (the line stays in the log)."""
+    volumes = project.service(name).volumes
+    if not volumes or not disk_full(log):
+        return None
+    space = volume_space(project, engine, name, info.id)
+    if space is not None and not space.full:
+        return None
+    cause = f"{DISK_FULL.cause}: {space}" if space else DISK_FULL.cause
+    return Finding(
+        Diagnosis("running, writes fail", cause, DISK_FULL.fix),
+        f"writes fail: no space left on its volume {volumes[0][0]}",
+        tuple(disk_full_lines(log)[-GIST_LINES:]),
+        full=True,
+    )
 
 
 def _ping_url(config: StackConfig, info: ContainerInfo) -> str:
@@ -294,9 +354,11 @@ def status(
             config.project, Overall.NOT_RUNNING, rows, config.tracking_uri, served=served_list
         )
     running = [n for n in SERVICES if n in containers and containers[n].running]
-    by_service, by_served = _results(config, backends or HostBackends(project), running, served)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # read while the probes run: no wait added
+        tails = pool.submit(data_logs, project, engine, containers, DISK_LOG_LINES)
+        by_service, by_served = _results(config, backends or HostBackends(project), running, served)
     served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
-    findings = _findings(project, engine, containers, by_service)
+    findings = _findings(project, engine, containers, by_service, tails.result())
     rows = [
         _service_row(project, n, containers.get(n), by_service.get(n), findings.get(n))
         for n in SERVICES

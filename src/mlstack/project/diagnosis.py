@@ -56,18 +56,39 @@ CREDENTIALS_FIX = (
 )
 
 
+# A write refused for lack of room, as the services log it: the kernel's ENOSPC in SeaweedFS's
+# words ("write /data/mlflow_1.dat: no space left on device") and PostgreSQL's ("could not extend
+# file \"base/16384/16385\": No space left on device").
+DISK_FULL = Rule(
+    re.compile(r"no space left on device|could not extend file|disk (is )?full|ENOSPC", re.I),
+    "its disk is full (no space left on device)",
+    "free space on the disk that holds its volume (Docker's data root, `docker info -f "
+    "'{{.DockerRootDir}}'`, unless the volume has a size of its own): `docker system df` shows "
+    "what Docker keeps there, `docker image prune -a` and `docker builder prune` delete unused "
+    "images and build cache; no restart needed: writes work again once there is room, and what "
+    "is stored is kept",
+)
+
+
+def disk_full(log: str) -> bool:
+    """Whether a log says a write failed for lack of room."""
+    return DISK_FULL.pattern.search(log) is not None
+
+
+def disk_full_lines(log: str) -> list[str]:
+    """The lines of a log that say a write failed for lack of room, each once."""
+    return list(dict.fromkeys(line.rstrip() for line in log.splitlines() if disk_full(line)))
+
+
+def without_disk_full(log: str) -> str:
+    """A log without those lines: for a disk that has room again, they are no longer the cause."""
+    return "\n".join(line for line in log.splitlines() if not disk_full(line))
+
+
 def rules(latest_backup: str | None) -> list[Rule]:
     """The causes a log tells apart, most specific first."""
     return [
-        Rule(
-            re.compile(
-                r"no space left on device|could not extend file|disk (is )?full|ENOSPC", re.I
-            ),
-            "its disk is full (no space left on device)",
-            "free space where Docker keeps its volumes (`docker system df`; `docker system prune` "
-            "removes what no container uses); data already written is kept, and the service "
-            "goes on by itself once there is room",
-        ),
+        DISK_FULL,
         Rule(
             re.compile(
                 r"could not locate a valid checkpoint|invalid (checkpoint|primary checkpoint|"
