@@ -38,6 +38,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore import UNSIGNED
 from botocore.config import Config
 
+from mlstack.compose.render import seaweedfs_command, seaweedfs_entrypoint
+from mlstack.compose.services import interpolate
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,15 +53,22 @@ SEAWEEDFS_IMAGE = "mlstack-offline/seaweedfs:4.48"
 MINIO_STANDIN_VERSION = "0.1.7"
 MINIO_IMAGE = f"mlstack-offline/minio-standin:{MINIO_STANDIN_VERSION}"
 
-# The SeaweedFS command lines the stack may use; both take the S3 credentials
-# from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and work with the stock
-# chrislusf/seaweedfs entrypoint as well (it passes `mini` through unchanged and
-# adds -dir=/data ... to `server`; later flags override its defaults).
-SEAWEEDFS_COMMANDS = {
-    "mini": ["mini", "-dir=/data", "-master.telemetry=false", "-master.volumeSizeLimitMB=64"],
-    # -master.electionTimeout=1s: with the default 10s a restart on an existing /data
-    # waits ~10 s for the single master to re-elect itself.
-    "server-s3": [
+# How the stack runs SeaweedFS (its entrypoint and command, `$$` unescaped as compose does), and
+# the other command lines it may use; all take the S3 credentials from AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY and work with the stock chrislusf/seaweedfs image as well (its
+# entrypoint passes `mini` through unchanged and adds -dir=/data ... to `server`; later flags
+# override its defaults). An entrypoint of None is the image's own.
+SeaweedRun = tuple[list[str] | None, list[str]]
+STACK: SeaweedRun = (seaweedfs_entrypoint(), [interpolate(c, {}) for c in seaweedfs_command()])
+MINI: SeaweedRun = (
+    None,
+    ["mini", "-dir=/data", "-master.telemetry=false", "-master.volumeSizeLimitMB=64"],
+)
+# -master.electionTimeout=1s: with the default 10s a restart on an existing /data waits ~10 s
+# for the single master to re-elect itself.
+SERVER_S3: SeaweedRun = (
+    None,
+    [
         "server",
         "-s3",
         "-master.telemetry=false",
@@ -68,6 +78,13 @@ SEAWEEDFS_COMMANDS = {
         "-volume.preStopSeconds=1",
         "-master.electionTimeout=1s",
     ],
+)
+# variant -> (the run that writes, the run after it on the same /data)
+SEAWEEDFS_RUNS = {
+    "stack": (STACK, STACK),
+    # data that `weed mini` alone wrote, as the stack ran SeaweedFS before S3 was split off
+    "mini-then-stack": (MINI, STACK),
+    "server-s3": (SERVER_S3, SERVER_S3),
 }
 
 T = TypeVar("T")
@@ -515,7 +532,7 @@ def test_postgres_refuses_to_init_without_password(res: Resources) -> None:
 # ---------------------------------------------------------------------------- seaweedfs
 
 
-@pytest.mark.parametrize("variant", sorted(SEAWEEDFS_COMMANDS))
+@pytest.mark.parametrize("variant", sorted(SEAWEEDFS_RUNS))
 def test_seaweedfs_s3_with_sigv4_credentials_from_env(
     res: Resources, request: pytest.FixtureRequest, variant: str
 ) -> None:
@@ -523,13 +540,14 @@ def test_seaweedfs_s3_with_sigv4_credentials_from_env(
     key, secret = "mlstackAccessKey", "mlstack-secret-key-123"
     env = {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
     volume = res.volume("swdata")
-    command = SEAWEEDFS_COMMANDS[variant]
+    (entrypoint, command), (entrypoint2, command2) = SEAWEEDFS_RUNS[variant]
     mounts = {volume: {"bind": "/data", "mode": "rw"}}
 
     started = time.monotonic()
     sw = res.run(
         SEAWEEDFS_IMAGE,
         "sw",
+        entrypoint=entrypoint,
         command=command,
         environment=env,
         ports={"8333/tcp": LOCAL_PORT},
@@ -561,7 +579,8 @@ def test_seaweedfs_s3_with_sigv4_credentials_from_env(
     sw2 = res.run(
         SEAWEEDFS_IMAGE,
         "sw2",
-        command=command,
+        entrypoint=entrypoint2,
+        command=command2,
         environment=env,
         ports={"8333/tcp": LOCAL_PORT},
         volumes=mounts,
@@ -699,7 +718,8 @@ def test_mlflow_server_with_postgres_backend_and_s3_artifacts(
         "sw",
         network=net,
         ports={"8333/tcp": LOCAL_PORT},
-        command=SEAWEEDFS_COMMANDS["mini"],
+        entrypoint=STACK[0],
+        command=STACK[1],
         environment={"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret},
     )
     pg_port = host_port(pg, "5432/tcp")

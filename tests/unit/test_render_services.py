@@ -187,6 +187,10 @@ def test_rendered_file_is_valid_for_docker_compose(tmp_path: Path, engine: str, 
             assert tuple(c.replace("$$", "$") for c in theirs["command"]) == service.command
         if service.healthcheck is not None:
             assert tuple(theirs["healthcheck"]["test"]) == service.healthcheck.test
+        if service.entrypoint is not None:
+            assert tuple(theirs["entrypoint"]) == service.entrypoint
+        else:
+            assert theirs.get("entrypoint") is None
 
 
 def test_top_level_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> None:

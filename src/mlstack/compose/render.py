@@ -124,10 +124,47 @@ def _mlflow_server(config: StackConfig) -> list[str]:
     return command
 
 
+# SeaweedFS as two processes, so that only S3 is reachable from other containers. `weed mini`
+# binds all its parts to one address, so it runs master, volume server, filer and its admin
+# server (UI off) on the container's loopback, with WebDAV, its own S3, Iceberg and Lance off;
+# `weed s3` serves S3 on every interface with the SigV4 keys from AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY. `weed server -s3.ip.bind` could split the addresses too, but it takes
+# ~16 s to stop (its filer waits 15 s for its own subscriptions); `mini` stops in ~3 s.
+# weed reports usage to a public server unless told not to (`s3` alone does not report); without
+# a size limit it sizes volumes from free disk. S3's gRPC port (8333 + 10000) always binds with
+# its HTTP port: weed has no flag to keep it on loopback.
+SEAWEEDFS_CORE = [
+    "weed", "-logtostderr=true", "mini", "-dir=/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-s3=false", "-webdav=false",
+    "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+]  # fmt: skip
+SEAWEEDFS_S3 = [
+    "weed", "-logtostderr=true", "s3", "-filer=127.0.0.1:8888", "-ip.bind=0.0.0.0",
+    "-port=8333", "-port.iceberg=0", "-port.lance=0",
+]  # fmt: skip
+# The shell (its trap set before anything starts) stops both on SIGTERM (~2.5 s), and ends the
+# container when either ends, so that the restart policy starts both again. POSIX sh: dash in
+# the test image, busybox ash in the upstream one.
+SEAWEEDFS_SUPERVISOR = """\
+trap 'kill -TERM $s3 $core 2>/dev/null; wait; exit 0' TERM INT
+{core} &
+core=$!
+{s3} &
+s3=$!
+while kill -0 $core 2>/dev/null && kill -0 $s3 2>/dev/null; do sleep 1 & wait $!; done
+echo "mlstack: a weed process ended; stopping the other" >&2
+kill -TERM $s3 $core 2>/dev/null; wait; exit 1
+"""
+
+
+def seaweedfs_entrypoint() -> list[str]:
+    return ["/bin/sh", "-c"]
+
+
 def seaweedfs_command() -> list[str]:
-    # weed reports usage to a public server unless told not to; without a size limit it sizes
-    # volumes from free disk. `mini` stops in ~3 s on SIGTERM (`server` needs a kill).
-    return ["mini", "-dir=/data", "-master.telemetry=false", "-master.volumeSizeLimitMB=64"]
+    """The script `seaweedfs_entrypoint` runs, `$` escaped for compose (`$$`)."""
+    script = SEAWEEDFS_SUPERVISOR.format(core=" ".join(SEAWEEDFS_CORE), s3=" ".join(SEAWEEDFS_S3))
+    return [script.replace("$", "$$")]
 
 
 def _environment() -> jinja2.Environment:
@@ -177,6 +214,7 @@ def render_compose(config: StackConfig) -> str:
         ),
         auth_config="\n".join(auth_ini(config)),
         mlflow_healthcheck=["CMD", "python", "-S", "-c", api_check(4, auth=config.auth)],
+        seaweedfs_entrypoint=seaweedfs_entrypoint(),
         seaweedfs_command=seaweedfs_command(),
         extra_labels=config.labels,
     )

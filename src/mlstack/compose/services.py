@@ -88,6 +88,7 @@ def _service(name: str, raw: Mapping[str, Any], volume_names: Mapping[str, str])
         "image",
         "container_name",
         "restart",
+        "entrypoint",
         "command",
         "environment",
         "ports",
@@ -109,6 +110,7 @@ def _service(name: str, raw: Mapping[str, Any], volume_names: Mapping[str, str])
         volumes.append((volume_names[source], target))
     health = raw.get("healthcheck")
     command = raw.get("command")
+    entrypoint = raw.get("entrypoint")
     return ServiceSpec(
         name=name,
         container_name=raw["container_name"],
@@ -130,6 +132,7 @@ def _service(name: str, raw: Mapping[str, Any], volume_names: Mapping[str, str])
         if health
         else None,
         depends_on=tuple(raw.get("depends_on") or ()),
+        entrypoint=tuple(str(c) for c in entrypoint) if entrypoint is not None else None,
     ).with_hash()
 
 

@@ -241,6 +241,7 @@ class DockerEngine:
             created = api.create_container(
                 spec.image,
                 command=list(spec.command) if spec.command is not None else None,
+                entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
                 name=spec.container_name,
                 environment=dict(spec.environment),
                 labels=dict(spec.labels),

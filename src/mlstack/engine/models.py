@@ -58,12 +58,16 @@ class ServiceSpec:
     stop_grace_period: float
     healthcheck: HealthcheckSpec | None
     depends_on: tuple[str, ...]
+    entrypoint: tuple[str, ...] | None = None  # None: the image's own
     spec_hash: str = field(default="", compare=False)
 
     def with_hash(self) -> ServiceSpec:
         """The spec labelled with a digest of itself: `up` recreates a container whose differs."""
         payload = asdict(self)
         payload.pop("spec_hash")
+        if payload["entrypoint"] is None:
+            # as before entrypoints were set: the containers of earlier releases stay as they are
+            del payload["entrypoint"]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
         return replace(self, labels={**self.labels, labels.SPEC_HASH: digest}, spec_hash=digest)
 
