@@ -161,7 +161,10 @@ def _findings(
         looping = crash_loop(info, now)
         if info.running and not looping and (probe is None or probe.ok):
             continue
-        log = project.scrub(engine.log_tail(info.id, 80))
+        # What this run printed (an earlier incident's lines would mislead), but all of a crash
+        # loop caught between two attempts: the one that just began has not failed yet.
+        since = 0.0 if info.running and looping else info.started_at
+        log = project.scrub(engine.log_tail(info.id, 80, since=since))
         if not info.running or looping:
             present = engine.image_id(project.service(name).image) is not None
             ports = project.config.published_ports()
