@@ -48,6 +48,7 @@ class FakeContainer:
     oom_killed: bool = False
     error: str = ""
     answers: dict[str, tuple[int, str]] = field(default_factory=dict)  # exec: by program name
+    runs: list[tuple[float, int]] = field(default_factory=list)  # (start time, index in log)
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -235,9 +236,18 @@ class FakeEngine:
     def start(self, name_or_id: str) -> None:
         container = self.container(name_or_id)
         self._record("start", container.name)
+        if container.state == "restarting":
+            return  # as Docker: in its restart back-off a container counts as running
+        container.restart_count = 0  # as Docker: a start (not the policy's) resets the count
+        self.restart_by_policy(container.name)
+
+    def restart_by_policy(self, name: str) -> None:
+        """What Docker's restart policy does to a container that exited: run it again."""
+        container = self.container(name)
         service = container.labels.get(labels.SERVICE, "")
         behaviour = self.behaviours.get(container.name) or self.behaviours.get(service, runs)
         container.started_at = time.time()
+        container.runs.append((container.started_at, len(container.log)))
         behaviour(container)
 
     def stop(self, name_or_id: str, timeout: float) -> None:
@@ -256,19 +266,21 @@ class FakeEngine:
         del self.by_name[container.name]
 
     def logs(
-        self, name_or_id: str, *, tail: int | str = "all", follow: bool = False
+        self, name_or_id: str, *, tail: int | str = "all", follow: bool = False, since: float = 0
     ) -> Iterator[bytes]:
         container = self._find(name_or_id)
         if container is None:
             return
-        chunks = list(container.log)
+        first = next((i for t, i in container.runs if t >= since), len(container.log))
+        chunks = list(container.log[first:] if since else container.log)
         if isinstance(tail, int):
             lines = b"".join(chunks).splitlines(keepends=True)
             chunks = [b"".join(lines[-tail:])] if tail else []
         yield from chunks
 
-    def log_tail(self, name_or_id: str, lines: int = 20) -> str:
-        return b"".join(self.logs(name_or_id, tail=lines)).decode(errors="replace").rstrip()
+    def log_tail(self, name_or_id: str, lines: int = 20, *, since: float = 0) -> str:
+        chunks = self.logs(name_or_id, tail=lines, since=since)
+        return b"".join(chunks).decode(errors="replace").rstrip()
 
     def exec(
         self,

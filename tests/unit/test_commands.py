@@ -493,7 +493,7 @@ def test_status_of_a_crash_looping_container_is_degraded(stack: Stack) -> None:
     stack.engine.behaviours["postgres"] = crash_loops(3, "PANIC: could not write\n", restarts=2)
     counts = []
     for _ in range(2):
-        stack.engine.start("p-postgres")  # the engine restarts it, and it dies again
+        stack.engine.restart_by_policy("p-postgres")  # the engine restarts it; it dies again
         counts.append(stack.engine.container("p-postgres").restart_count)
         result = stack.status()
         postgres = rows(result)["postgres"]

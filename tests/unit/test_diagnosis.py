@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from mlstack.cli.output import jsonable
 from mlstack.commands.status import StatusResult, status
 from mlstack.commands.up import up
 from mlstack.config import StackConfig
+from mlstack.errors import ServiceUnhealthy
 from mlstack.project.context import Project
 from mlstack.project.diagnosis import diagnose
 from tests.fakes import FakeBackends, FakeContainer, FakeEngine
@@ -219,3 +221,118 @@ def test_a_healthy_stack_shows_no_log(stack: tuple[StackConfig, FakeEngine, Fake
     result = run_status(stack)
     assert result.exit_code == 0
     assert all(not r.log and not r.cause for r in result.services)
+
+
+# --- what the real engine showed (tests/integration/test_fault_catalogue.py) ----------------------
+
+# PostgreSQL 15 starting on a data directory whose global/pg_control is gone, as `docker logs`
+# shows it: the path is absolute.
+PG_CONTROL_MISSING = (
+    "docker-entrypoint: existing cluster in /var/lib/postgresql/data (PG_VERSION 15); skipping "
+    "initdb\npostgres: could not find the database system\n"
+    'Expected to find it in the directory "/var/lib/postgresql/data",\n'
+    'but could not open file "/var/lib/postgresql/data/global/pg_control": No such file or '
+    "directory\n"
+)
+
+
+def test_a_missing_control_file_is_a_damaged_data_directory(
+    stack: tuple[StackConfig, FakeEngine, FakeBackends],
+) -> None:
+    _, engine, backends = stack
+    broken(
+        engine,
+        "postgres",
+        PG_CONTROL_MISSING,
+        state="restarting",
+        exit_code=2,
+        restart_count=4,
+        created=time.time() - 60,
+    )
+    backends.scripted["mlflow"].error = OSError("HTTP 503: could not translate host name")
+    result = run_status(stack)
+    postgres, mlflow = row(result, "postgres"), row(result, "mlflow")
+    assert str(postgres["problem"]).startswith("crash-looping: restarted 4 times")
+    assert postgres["cause"] == "its data directory is damaged"
+    assert "mlstack restore <archive> --force" in str(postgres["fix"])
+    assert mlflow["root"] == "postgres"
+    assert str(mlflow["fix"]).startswith("fix postgres first: restore your latest backup")
+
+
+def test_a_crash_loop_caught_running_claims_no_exit_code() -> None:
+    """Docker resets a container's exit code when it starts it again: between two attempts it
+    reports 0, which is not how the last attempt ended."""
+    from mlstack.engine import ContainerInfo
+
+    now = time.time()
+    info = ContainerInfo(
+        "i", "p-mlflow", "img", "running", None, 0, 3, {}, {},
+        created=now - 30, started_at=now - 1, oom_killed=True,
+    )  # fmt: skip
+    found = diagnose("mlflow", info, log="", image_present=True, ports={}, now=now)
+    assert (
+        found.state
+        == "crash-looping: restarted 3 times in the last 30 s (last killed: out of memory)"
+    )
+    assert found.cause == "the kernel killed it: out of memory"
+    found = diagnose(
+        "mlflow", replace(info, oom_killed=False), log="", image_present=True, ports={}, now=now
+    )
+    assert found.state == "crash-looping: restarted 3 times in the last 30 s"
+
+
+def test_an_earlier_runs_log_does_not_diagnose_this_run(
+    stack: tuple[StackConfig, FakeEngine, FakeBackends],
+) -> None:
+    """A cause long fixed (a password put back) is still in the log: the run that fails now
+    is diagnosed from what it printed itself."""
+    _, engine, backends = stack
+    mlflow = engine.container("p-mlflow")
+    mlflow.log.append(b'FATAL: password authentication failed for user "mlflow"\n')
+    engine.stop("p-mlflow", 10)
+    engine.start("p-mlflow")  # a later run, which has printed other things
+    mlflow.log.append(b"INFO: waiting for application startup\n")
+    backends.scripted["mlflow"].error = ConnectionResetError("Remote end closed connection")
+    found = row(run_status(stack), "mlflow")
+    assert "password" not in str(found["cause"]), found
+    assert found["log"] == ["INFO: waiting for application startup"]
+    assert "Remote end closed connection" in str(found["cause"])
+
+
+def test_up_starts_a_crash_looping_container_now(
+    stack: tuple[StackConfig, FakeEngine, FakeBackends],
+) -> None:
+    """In Docker's restart back-off a start does nothing; `up` after the cause was fixed (a
+    file put back, a limit raised) stops the container first, so its start is a real one."""
+    config, engine, backends = stack
+    postgres = broken(engine, "postgres", "", state="restarting", exit_code=2, restart_count=6)
+    del engine.calls[:]
+    project = Project.open(config)
+    assert project is not None
+    result = up(project, engine, timeout=10, backends=backends)
+    assert ("stop", "p-postgres") in engine.calls
+    assert engine.calls.index(("stop", "p-postgres")) < engine.calls.index(("start", "p-postgres"))
+    assert postgres.state == "running"
+    assert {s.service: s.action.value for s in result.services}["postgres"] == "started"
+    assert run_status(stack).exit_code == 0
+
+
+def test_up_says_when_the_kernel_killed_a_starting_service(
+    stack: tuple[StackConfig, FakeEngine, FakeBackends],
+) -> None:
+    config, engine, backends = stack
+    mlflow = broken(engine, "mlflow", "", state="exited", exit_code=0)
+
+    def out_of_memory(container: FakeContainer) -> None:
+        container.state, container.exit_code, container.oom_killed = "restarting", 137, True
+
+    engine.behaviours["mlflow"] = out_of_memory
+    project = Project.open(config)
+    assert project is not None
+    with pytest.raises(ServiceUnhealthy) as raised:
+        up(project, engine, timeout=10, backends=backends)
+    assert raised.value.message == (
+        "mlflow stopped while starting: crashed and is restarting (exit code 137, killed: out "
+        "of memory)"
+    )
+    assert mlflow.state == "restarting"

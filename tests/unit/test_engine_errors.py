@@ -19,6 +19,7 @@ from mlstack.errors import (
     EngineError,
     EngineUnavailable,
     ExitCode,
+    ImageUnavailable,
     ObjectMissing,
     exit_code_for,
 )
@@ -133,3 +134,13 @@ def test_debug_shows_the_engines_own_error_under_ours(tmp_path: Path) -> None:
     assert "The above exception was the direct cause of the following exception" in debug.stderr
     assert "docker.errors.DockerException" in debug.stderr
     assert debug.stderr.splitlines()[-1] == plain.stderr.splitlines()[-1]
+
+
+def test_a_failed_pull_names_the_image_once() -> None:
+    """The registry's refusal, as Docker 20.10 words it for a registry where nothing listens."""
+    refused = 'Get "http://127.0.0.1:9/v2/": dial tcp 127.0.0.1:9: connect: connection refused'
+    engine = engine_raising(api_error(500, refused))
+    with pytest.raises(ImageUnavailable) as raised:
+        engine.pull("127.0.0.1:9/x/y:1", lambda progress: None)
+    assert raised.value.message == f"pulling 127.0.0.1:9/x/y:1 failed: {refused}"
+    assert raised.value.exit_code == ExitCode.IMAGE

@@ -190,7 +190,10 @@ def _findings(
             if full is not None:
                 found[name] = full
             continue
-        log = project.scrub(engine.log_tail(info.id, LOG_LINES))
+        # What this run printed (an earlier incident's lines would mislead), but all of a crash
+        # loop caught between two attempts: the one that just began has not failed yet.
+        since = 0.0 if info.running and looping else info.started_at
+        log = project.scrub(engine.log_tail(info.id, LOG_LINES, since=since))
         space = (
             volume_space(project, engine, name, info.id)
             if info.running and disk_full(log)

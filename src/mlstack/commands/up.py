@@ -192,8 +192,11 @@ class _Starter:
         the critical path: MLflow's container is ready the moment its dependencies are."""
         spec, current = self.project.service(name), self.current.get(name)
         if current is not None and current.spec_hash == spec.spec_hash:
-            action = Action.KEPT if current.running else Action.STARTED
-            return Prepared(action, current.restart_count, not current.running)
+            if current.state == "restarting":  # in Docker's back-off a start does nothing
+                self.engine.stop(spec.container_name, stop_grace(name))
+            if current.running:
+                return Prepared(Action.KEPT, current.restart_count, False)
+            return Prepared(Action.STARTED, 0, True)  # a start resets Docker's restart count
         action = Action.CREATED
         if current is not None:
             if current.running:  # stop gracefully: PostgreSQL needs its shutdown checkpoint
@@ -373,16 +376,10 @@ def _result(
     warnings: list[str],
     mlflow_start: str | None,
 ) -> UpResult:
-    urls = project.urls()
+    urls, prepared, ready = project.urls(), starter.prepared, starter.ready
     services = [
-        ServiceOutcome(
-            name,
-            project.container(name),
-            starter.prepared[name].action,
-            urls[name],
-            starter.ready.get(name),
-        )
-        for name in SERVICES
+        ServiceOutcome(n, project.container(n), prepared[n].action, urls[n], ready.get(n))
+        for n in SERVICES
     ]
     return UpResult(
         project=project.name,

@@ -98,13 +98,15 @@ class EngineAPI(Protocol):
         ...
 
     def logs(
-        self, name_or_id: str, *, tail: int | str = "all", follow: bool = False
+        self, name_or_id: str, *, tail: int | str = "all", follow: bool = False, since: float = 0
     ) -> Iterator[bytes]:
-        """The container's output as chunks (a stream when following)."""
+        """The container's output as chunks (a stream when following); with `since` (Unix
+        time; not when following), only what the runs started from then on printed."""
         ...
 
-    def log_tail(self, name_or_id: str, lines: int = 20) -> str:
-        """The last lines a container printed, for error messages; never raises."""
+    def log_tail(self, name_or_id: str, lines: int = 20, *, since: float = 0) -> str:
+        """The last lines a container printed (since a run's start), for error messages and
+        diagnoses; never raises."""
         ...
 
     def exec(

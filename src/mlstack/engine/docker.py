@@ -31,6 +31,7 @@ from mlstack.errors import (
 )
 
 _HINT = "see `mlstack status`; rerun with --debug for Docker's own error"
+SINCE_MARGIN = 2.0  # seconds: Docker stamps a run's first log lines before its StartedAt
 
 
 def _docker_host() -> str:
@@ -151,7 +152,8 @@ class DockerEngine:
         except EngineUnavailable:
             raise
         except EngineError as e:  # refused by the registry or the engine: not there to use
-            raise ImageUnavailable(f"pulling {ref} failed: {e.message}", _pull_hint(ref)) from e
+            reason = e.message.removeprefix(f"pulling {ref}: ")  # say the image once
+            raise ImageUnavailable(f"pulling {ref} failed: {reason}", _pull_hint(ref)) from e
         total = sum(t for _, t in layers.values())
         on_progress(PullProgress(ref, total, total, "done", done=True))
 
@@ -273,17 +275,19 @@ class DockerEngine:
                 raise
 
     def logs(
-        self, name_or_id: str, *, tail: int | str = "all", follow: bool = False
+        self, name_or_id: str, *, tail: int | str = "all", follow: bool = False, since: float = 0
     ) -> Iterator[bytes]:
+        after = max(since - SINCE_MARGIN, 0.001) if since else None
         with _absent_ok(f"reading logs of {name_or_id}"):
             if follow:
                 yield from self._api.logs(name_or_id, stream=True, follow=True, tail=tail)
             else:
-                yield self._api.logs(name_or_id, tail=tail)
+                yield self._api.logs(name_or_id, tail=tail, since=after)
 
-    def log_tail(self, name_or_id: str, lines: int = 20) -> str:
+    def log_tail(self, name_or_id: str, lines: int = 20, *, since: float = 0) -> str:
         try:
-            return b"".join(self.logs(name_or_id, tail=lines)).decode(errors="replace").rstrip()
+            chunks = self.logs(name_or_id, tail=lines, since=since)
+            return b"".join(chunks).decode(errors="replace").rstrip()
         except EngineError:
             return ""
 

@@ -93,7 +93,7 @@ def rules(latest_backup: str | None) -> list[Rule]:
             re.compile(
                 r"could not locate a valid checkpoint|invalid (checkpoint|primary checkpoint|"
                 r"page in block|data in file)|database files are incompatible|"
-                r"could not open file \"global/|PANIC:",
+                r"could not find the database system|could not open file \"[^\"]*global/|PANIC:",
                 re.I,
             ),
             "its data directory is damaged",
@@ -143,6 +143,8 @@ def crash_loop(info: ContainerInfo, now: float) -> str | None:
 def _state(info: ContainerInfo, now: float) -> str:
     looping = crash_loop(info, now)
     code = f"exit code {info.exit_code}" + (", killed: out of memory" if info.oom_killed else "")
+    if looping and info.running:  # between two attempts: Docker has reset the exit code to 0
+        return looping + (" (last killed: out of memory)" if info.oom_killed else "")
     if looping:
         return f"{looping} (last {code})"
     if info.state == "restarting":

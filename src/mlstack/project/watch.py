@@ -18,11 +18,12 @@ def exit_reason(info: ContainerInfo | None, restarts_before: int = 0) -> str | N
     """Why a starting container is no longer starting (gone, exited, restarting), or None."""
     if info is None:
         return "its container was removed"
+    oom = ", killed: out of memory" if info.oom_killed else ""
     if info.state in ("exited", "dead"):
-        return f"exited with code {info.exit_code}"
+        return f"exited with code {info.exit_code}{oom}"
     if info.state == "restarting" or info.restart_count > restarts_before:
-        code = f" (exit code {info.exit_code})" if info.exit_code else ""
-        return f"crashed and is restarting{code}"
+        said = f"exit code {info.exit_code}{oom}" if info.exit_code else oom[2:]
+        return "crashed and is restarting" + (f" ({said})" if said else "")
     return None
 
 
