@@ -69,15 +69,14 @@ def fault(id_: str, service: str, induce: str, state: str, cause: list[str], fix
 # Placeholders, filled per row: {port} (MLflow's host port), {image} (its own tag of the MLflow
 # image), {backup} (an archive taken before the fault).
 FAULTS = [
-    fault("mlflow-stopped", "mlflow", "stop_mlflow", "exited", [], ["mlstack up"], OK),
+    fault("mlflow-stopped", "mlflow", "stop_mlflow", "exited", ["it was stopped", "restart policy"], ["mlstack up"], OK),
     fault("pgdata-damaged", "postgres", "damage_pgdata", "crash-looping: restarted", ["data directory is damaged"], ["mlstack down --purge --yes && mlstack up && mlstack restore {backup} --force"], OK, undo="put_pg_control_back", root=True),
     fault("password-rejected", "postgres", "change_password", "PostgreSQL rejected the stack's password", ["password does not match the one its volume was made with"], ["restore the secrets.env", "mlstack down --purge"], STATE, ["PostgreSQL rejected the stack's password", "down --purge"], undo="put_password_back", root=True),
     fault("port-taken", "mlflow", "take_port", "exited (exit code 128)", ["port {port} is taken by another program", "address already in use"], ["free port {port}", "set mlflow.port to another port", "mlstack up"], CONFLICT, ["port {port} on 127.0.0.1 is already in use (mlflow.port)", "--set mlflow.port="], undo="release_port"),
     fault("image-gone", "mlflow", "remove_image", "exited", ["its image {image} is no longer on this machine"], ["mlstack up", "set mlflow.image"], IMAGE, ["pulling {image} failed", "connection refused", "mlflow.image"], undo="tag_image", prepare="own_image_tag"),
     fault("out-of-memory", "mlflow", "starve_mlflow", "killed: out of memory", ["the kernel killed it: out of memory"], ["more memory", "mlflow.workers", "mlstack up"], UNHEALTHY, ["mlflow stopped while starting", "killed: out of memory"], undo="give_memory"),
-    # status names no cause and its generic fix (read the log, `mlstack up`), and `up` cannot
-    # start a paused container: Docker's own words say to unpause it
-    fault("storage-paused", "storage", "pause_storage", "paused", [], [], CONFLICT, ["cannot start a paused container", "unpause"], undo="unpause_storage"),
+    # `up` cannot start a paused container: Docker's own words say to unpause it, as status does
+    fault("storage-paused", "storage", "pause_storage", "paused", ["it is paused"], ["docker unpause"], CONFLICT, ["cannot start a paused container", "unpause"], undo="unpause_storage"),
 ]  # fmt: skip
 
 

@@ -484,7 +484,7 @@ def test_status_of_a_stopped_container_is_degraded_with_the_fix(stack: Stack) ->
     storage = rows(result)["storage"]
     assert storage.state == "exited" and not storage.healthy
     assert "exit code 0" in storage.problem
-    assert "mlstack up" in storage.fix and "mlstack logs storage" in storage.fix
+    assert storage.cause.startswith("it was stopped") and storage.fix == "run `mlstack up`"
     assert rows(result)["postgres"].healthy and rows(result)["mlflow"].healthy
 
 

@@ -214,6 +214,24 @@ def test_the_generic_fix_only_when_nothing_specific_is_known() -> None:
     assert found.state == "exited (exit code 2)"
 
 
+@pytest.mark.parametrize("code", [0, 137, 143])
+def test_a_container_stopped_by_hand_is_named_so(code: int) -> None:
+    """restart: unless-stopped restarts whatever ends by itself: an exit left as it is was a stop."""
+    from mlstack.engine import ContainerInfo
+
+    info = ContainerInfo("i", "p-mlflow", "img", "exited", None, code, 0, {}, {})
+    found = diagnose("mlflow", info, log="bye\n", image_present=True, ports={}, now=0)
+    assert found.cause.startswith("it was stopped") and found.fix == "run `mlstack up`"
+
+
+def test_a_paused_container_is_named_with_the_unpause_command() -> None:
+    from mlstack.engine import ContainerInfo
+
+    info = ContainerInfo("i", "p-storage", "img", "paused", None, 0, 0, {}, {})
+    found = diagnose("storage", info, log="", image_present=True, ports={}, now=0)
+    assert found.cause.startswith("it is paused") and found.fix == "docker unpause p-storage"
+
+
 def test_a_healthy_stack_shows_no_log(stack: tuple[StackConfig, FakeEngine, FakeBackends]) -> None:
     _, engine, _ = stack
     for name in ("postgres", "storage", "mlflow"):

@@ -17,6 +17,11 @@ from mlstack.engine import ContainerInfo
 GENERIC = "read `mlstack logs {service} --tail 50`, then run `mlstack up`"
 CRASH_LOOP_RESTARTS = 2  # restarts within the window below make a crash loop
 CRASH_LOOP_WINDOW = 300.0  # seconds since the container was created
+STOPPED_CODES = (0, 137, 143)  # how a container ends on `docker stop` or `docker kill`
+STOPPED = (
+    "it was stopped (`docker stop` or `docker kill`, or its engine shut down): its restart "
+    "policy does not start a stopped container again"
+)
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,12 @@ def diagnose(
             f"{where} is taken by another program: {info.error}",
             f"free {where}, or set {key} to another port; then run `mlstack up`",
         )
+    if info.state == "paused":
+        return Diagnosis(
+            state,
+            "it is paused (`docker pause`): frozen, it answers nothing",
+            f"docker unpause {info.name}",
+        )
     if info.oom_killed:
         return Diagnosis(
             state,
@@ -190,6 +201,9 @@ def diagnose(
     rule = _match(service, log, rules(latest_backup))
     if rule is not None:
         return Diagnosis(state, rule.cause, rule.fix.replace("{service}", service))
+    if info.state == "exited" and info.exit_code in STOPPED_CODES and not crash_loop(info, now):
+        # restart: unless-stopped starts again whatever ends by itself: this was stopped by hand
+        return Diagnosis(state, STOPPED, "run `mlstack up`")
     return Diagnosis(state, "", GENERIC.format(service=service))
 
 
