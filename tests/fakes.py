@@ -241,6 +241,12 @@ class FakeEngine:
         container.restart_count = 0  # as Docker: a start (not the policy's) resets the count
         self.restart_by_policy(container.name)
 
+    def unpause(self, name_or_id: str) -> None:
+        container = self.container(name_or_id)
+        self._record("unpause", container.name)
+        if container.state == "paused":
+            container.state = "running"
+
     def restart_by_policy(self, name: str) -> None:
         """What Docker's restart policy does to a container that exited: run it again."""
         container = self.container(name)

@@ -75,8 +75,8 @@ FAULTS = [
     fault("port-taken", "mlflow", "take_port", "exited (exit code 128)", ["port {port} is taken by another program", "address already in use"], ["free port {port}", "set mlflow.port to another port", "mlstack up"], CONFLICT, ["port {port} on 127.0.0.1 is already in use (mlflow.port)", "--set mlflow.port="], undo="release_port"),
     fault("image-gone", "mlflow", "remove_image", "exited", ["its image {image} is no longer on this machine"], ["mlstack up", "set mlflow.image"], IMAGE, ["pulling {image} failed", "connection refused", "mlflow.image"], undo="tag_image", prepare="own_image_tag"),
     fault("out-of-memory", "mlflow", "starve_mlflow", "killed: out of memory", ["the kernel killed it: out of memory"], ["more memory", "mlflow.workers", "mlstack up"], UNHEALTHY, ["mlflow stopped while starting", "killed: out of memory"], undo="give_memory"),
-    # `up` cannot start a paused container: Docker's own words say to unpause it, as status does
-    fault("storage-paused", "storage", "pause_storage", "paused", ["it is paused"], ["docker unpause"], CONFLICT, ["cannot start a paused container", "unpause"], undo="unpause_storage"),
+    # a start does nothing to a paused container: `up` unpauses it
+    fault("storage-paused", "storage", "pause_storage", "paused", ["it is paused"], ["mlstack up", "docker unpause"], OK),
 ]  # fmt: skip
 
 
@@ -249,10 +249,6 @@ def pause_storage(scene: Scene) -> None:
     scene.api.pause(scene.container("storage"))
 
 
-def unpause_storage(scene: Scene) -> None:
-    scene.api.unpause(scene.container("storage"))
-
-
 def nothing(scene: Scene) -> None:
     return None
 
@@ -262,7 +258,7 @@ STEPS: dict[str, Callable[[Scene], None]] = {
     for f in (
         own_image_tag, stop_mlflow, damage_pgdata, put_pg_control_back, change_password,
         put_password_back, take_port, release_port, remove_image, tag_image, starve_mlflow,
-        give_memory, pause_storage, unpause_storage,
+        give_memory, pause_storage,
     )
 } | {"": nothing}  # fmt: skip
 

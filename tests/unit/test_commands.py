@@ -403,6 +403,22 @@ def test_mlflow_starts_with_its_database_when_the_same_image_ran_on_it(stack: St
     assert sorted(starts) == ["p-mlflow", "p-postgres"]
 
 
+def test_up_thaws_a_paused_service_instead_of_killing_it(stack: Stack) -> None:
+    """A start does nothing to a paused container and a stop waits out its grace, then kills it:
+    `up` unpauses it, and status names it and says so meanwhile."""
+    stack.up()
+    stack.engine.container("p-storage").state = "paused"
+    storage = rows(stack.status())["storage"]
+    assert storage.cause.startswith("it is paused") and "mlstack up" in storage.fix
+    before = len(stack.engine.calls)
+    result = stack.up()
+    assert actions(result)["storage"] is Action.STARTED
+    assert changing(stack.engine.calls[before:], ("unpause", "start", "stop", "remove")) == [
+        ("unpause", "p-storage")
+    ]
+    assert stack.status().overall is Overall.HEALTHY
+
+
 def test_ctrl_c_before_the_last_start_then_up_completes_without_duplicates(stack: Stack) -> None:
     stack.engine.interrupt_at = ("start", "p-mlflow")
     with pytest.raises(KeyboardInterrupt):

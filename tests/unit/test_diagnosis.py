@@ -229,7 +229,8 @@ def test_a_paused_container_is_named_with_the_unpause_command() -> None:
 
     info = ContainerInfo("i", "p-storage", "img", "paused", None, 0, 0, {}, {})
     found = diagnose("storage", info, log="", image_present=True, ports={}, now=0)
-    assert found.cause.startswith("it is paused") and found.fix == "docker unpause p-storage"
+    assert found.cause.startswith("it is paused")
+    assert found.fix == "run `mlstack up` (it unpauses it), or `docker unpause p-storage`"
 
 
 def test_a_healthy_stack_shows_no_log(stack: tuple[StackConfig, FakeEngine, FakeBackends]) -> None:

@@ -68,13 +68,16 @@ def engine_raising(error: BaseException) -> DockerEngine:
         (requests.exceptions.ReadTimeout("slow"), EngineError, ExitCode.INTERNAL),
     ],
 )
-@pytest.mark.parametrize("call", ["start", "stop", "remove", "networks", "exec", "remove_volume"])
+@pytest.mark.parametrize(
+    "call", ["start", "unpause", "stop", "remove", "networks", "exec", "remove_volume"]
+)
 def test_every_call_translates_the_engines_errors_keeping_the_cause(
     error: BaseException, kind: type[EngineError], code: ExitCode, call: str
 ) -> None:
     engine = engine_raising(error)
     calls = {
         "start": lambda: engine.start("x"),
+        "unpause": lambda: engine.unpause("x"),
         "stop": lambda: engine.stop("x", 1),
         "remove": lambda: engine.remove("x"),
         "networks": lambda: engine.networks({"a": "b"}),

@@ -194,6 +194,9 @@ class _Starter:
         if current is not None and current.spec_hash == spec.spec_hash:
             if current.state == "restarting":  # in Docker's back-off a start does nothing
                 self.engine.stop(spec.container_name, stop_grace(name))
+            if current.state == "paused":  # a start does nothing to it either, a stop kills it
+                self.engine.unpause(spec.container_name)
+                return Prepared(Action.STARTED, current.restart_count, False)
             if current.running:
                 return Prepared(Action.KEPT, current.restart_count, False)
             return Prepared(Action.STARTED, 0, True)  # a start resets Docker's restart count

@@ -89,6 +89,10 @@ class EngineAPI(Protocol):
 
     def start(self, name_or_id: str) -> None: ...
 
+    def unpause(self, name_or_id: str) -> None:
+        """Thaw a paused container (a start does nothing to it, a stop kills it)."""
+        ...
+
     def stop(self, name_or_id: str, timeout: float) -> None:
         """Stop gracefully (the spec's stop signal), killing after `timeout` seconds."""
         ...

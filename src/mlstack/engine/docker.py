@@ -220,15 +220,7 @@ class DockerEngine:
         ports = [p.container_port for p in spec.ports]
         port_bindings = {f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports}
         binds = {name: {"bind": target, "mode": "rw"} for name, target in spec.volumes}
-        health = None
-        if spec.healthcheck:
-            h = spec.healthcheck
-            health = {
-                "test": list(h.test),
-                "interval": int(h.interval * 1e9),
-                "timeout": int(h.timeout * 1e9),
-                "retries": h.retries,
-            }
+        health = spec.healthcheck.in_nanoseconds() if spec.healthcheck else None
         with _translated(f"creating container {spec.container_name}"):
             host_config = api.create_host_config(
                 port_bindings=port_bindings,
@@ -261,6 +253,10 @@ class DockerEngine:
     def start(self, name_or_id: str) -> None:
         with _translated(f"starting {name_or_id}"):
             self._api.start(name_or_id)
+
+    def unpause(self, name_or_id: str) -> None:
+        with _translated(f"unpausing {name_or_id}"):
+            self._api.unpause(name_or_id)
 
     def stop(self, name_or_id: str, timeout: float) -> None:
         with _absent_ok(f"stopping {name_or_id}"):

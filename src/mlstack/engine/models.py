@@ -40,6 +40,16 @@ class HealthcheckSpec:
     timeout: float
     retries: int
 
+    def in_nanoseconds(self) -> dict[str, object]:
+        """As Docker's API takes it: durations in nanoseconds."""
+        to_ns = 1_000_000_000
+        return {
+            "test": list(self.test),
+            "interval": int(self.interval * to_ns),
+            "timeout": int(self.timeout * to_ns),
+            "retries": self.retries,
+        }
+
 
 @dataclass(frozen=True)
 class ServiceSpec:

@@ -189,7 +189,7 @@ def diagnose(
         return Diagnosis(
             state,
             "it is paused (`docker pause`): frozen, it answers nothing",
-            f"docker unpause {info.name}",
+            f"run `mlstack up` (it unpauses it), or `docker unpause {info.name}`",
         )
     if info.oom_killed:
         return Diagnosis(
