@@ -124,7 +124,7 @@ def test_probes_send_the_admin_login_only_with_auth() -> None:
 
 
 def test_exposed_warning_recommends_auth_only_when_it_is_off() -> None:
-    off = exposed_warning(StackConfig(bind="0.0.0.0"))
+    off = exposed_warning(StackConfig(bind="0.0.0.0", allow_unauthenticated=True))
     assert "set auth: true" in off
     on = exposed_warning(StackConfig(bind="0.0.0.0", auth=True))
     assert "set auth: true" not in on and "0.0.0.0" in on

@@ -135,7 +135,13 @@ def test_init_writes_a_config_that_loads(capsys: pytest.CaptureFixture[str]) -> 
     code, _, err = cli(capsys, "init")
     assert code == 0 and err.strip() == "wrote mlstack.yaml"
     written = yaml.safe_load(Path("mlstack.yaml").read_text())
-    assert _keys(written) == set(valid_keys())  # every key, each with its default
+    optional = {
+        k for k in valid_keys() if ".external." in k or k in ("host", "tls.cert", "tls.key")
+    }
+    assert _keys(written) == set(valid_keys()) - optional  # every key, each with its default
+    text = Path("mlstack.yaml").read_text()
+    for key in ("# host:", "# external:", "{cert:", "key:", "password_env:", "secret_key_env:"):
+        assert key in text  # the optional ones, commented
     assert load_config(Path("mlstack.yaml"), env={}).config == StackConfig()
     code, out, _ = cli(capsys, "config", "--json")
     assert code == 0 and json.loads(out)["mlflow"]["port"] == 5050

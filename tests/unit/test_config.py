@@ -95,7 +95,8 @@ def test_valid_bucket_names(name: str) -> None:
 
 
 def test_exposed_bind_is_flagged() -> None:
-    assert load_config(env={}, sets=["bind=0.0.0.0"]).config.exposed
+    assert load_config(env={}, sets=["bind=0.0.0.0", "auth=true"]).config.exposed
+    assert load_config(env={}, sets=["bind=0.0.0.0", "allow_unauthenticated=yes"]).config.exposed
     assert not load_config(env={}).config.exposed
 
 

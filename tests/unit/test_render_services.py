@@ -116,7 +116,7 @@ def test_allowed_hosts_are_exactly_the_published_and_network_names() -> None:
 
 
 def test_bind_address_reaches_ports_and_allowed_hosts() -> None:
-    cfg = config("bind=192.168.1.10")
+    cfg = config("bind=192.168.1.10", "auth=true")
     spec = from_compose(render_compose(cfg), SECRETS.as_env())
     assert spec.services["mlflow"].ports[0].host_ip == "192.168.1.10"
     assert "192.168.1.10:5050" in allowed_hosts(cfg)

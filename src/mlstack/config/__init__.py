@@ -1,5 +1,8 @@
 """The stack's configuration: one typed model (model.py) and its loading from every source."""
 
+from mlstack.config.checks import bucket_name_problem
+from mlstack.config.exposure import TlsConfig
+from mlstack.config.external import ExternalPostgres, ExternalStorage
 from mlstack.config.loading import (
     CONFIG_FILENAME,
     ENV_PREFIX,
@@ -17,7 +20,6 @@ from mlstack.config.model import (
     PostgresConfig,
     StackConfig,
     StorageConfig,
-    bucket_name_problem,
 )
 
 __all__ = [
@@ -25,11 +27,14 @@ __all__ = [
     "DEFAULT_IMAGES",
     "ENV_PREFIX",
     "STORAGE_CONTAINER_PORT",
+    "ExternalPostgres",
+    "ExternalStorage",
     "LoadedConfig",
     "MlflowConfig",
     "PostgresConfig",
     "StackConfig",
     "StorageConfig",
+    "TlsConfig",
     "bucket_name_problem",
     "config_as_dict",
     "default_config_path",

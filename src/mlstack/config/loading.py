@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
-from mlstack.config.model import SECTIONS, TOP_LEVEL, ConfigProblems, StackConfig
+from mlstack.config.checks import ConfigProblems
+from mlstack.config.external import EXTERNAL_KEYS
+from mlstack.config.model import SECTIONS, TOP_LEVEL, StackConfig
 from mlstack.errors import ConfigError
 
 CONFIG_FILENAME = "mlstack.yaml"
@@ -23,6 +25,8 @@ ENV_PREFIX = "MLSTACK_"
 RESERVED_ENV = {"MLSTACK_CONFIG", "MLSTACK_STATE_DIR", "MLSTACK_BACKUP_DIR", "MLSTACK_DEBUG"}
 # Keys whose value is a mapping of free-form keys (label keys contain dots themselves).
 MAPPING_KEYS = ("labels",)
+# Keys that hold a mapping of their own keys, as MLSTACK_* variables spell them.
+NESTED_KEYS = ("postgres.external", "storage.external", "tls")
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,11 @@ class LoadedConfig:
 
 def valid_keys() -> list[str]:
     """Every dotted config key, e.g. `storage.port`."""
-    keys = list(TOP_LEVEL)
+    keys = [k for k in TOP_LEVEL if k != "tls"] + ["tls", "tls.cert", "tls.key"]
     for section, cls in SECTIONS.items():
-        keys += [f"{section}.{f.name}" for f in sorted(fields(cls), key=lambda f: f.name)]
+        for f in sorted(fields(cls), key=lambda f: f.name):
+            name = f"{section}.{f.name}"
+            keys += EXTERNAL_KEYS.get(name, [name])
     return keys
 
 
@@ -141,6 +147,11 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
         for section in sections:
             if rest.startswith(section + "_"):
                 dotted = f"{section}.{rest[len(section) + 1 :]}"
+                break
+        for nested in NESTED_KEYS:  # MLSTACK_POSTGRES_EXTERNAL_HOST, MLSTACK_TLS_CERT
+            under = nested.replace(".", "_") + "_"
+            if rest.startswith(under) and rest != nested:
+                dotted = f"{nested}.{rest[len(under) :]}"
                 break
         _set_path(data, dotted, _scalar(raw))
         origins[dotted] = name

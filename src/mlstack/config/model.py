@@ -13,11 +13,22 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mlstack import labels as label_keys
+from mlstack.config.checks import (
+    PORT_RANGE,
+    Checker,
+    ConfigProblems,
+    Problem,
+    bucket_name_problem,
+    image_problem,
+    unknown_keys,
+)
+from mlstack.config.exposure import TlsConfig, exposure_problems
+from mlstack.config.external import ExternalPostgres, ExternalStorage, host_problem
 
 DEFAULT_IMAGES = {
     # MinIO's Docker Hub images are gone and the community edition is archived; quay.io still
@@ -28,121 +39,10 @@ DEFAULT_IMAGES = {
 ENGINES = ("minio", "seaweedfs")
 # Port the S3 API listens on inside the storage container, per engine.
 STORAGE_CONTAINER_PORT = {"minio": 9000, "seaweedfs": 8333}
-PORT_RANGE = (1, 65535)
 WORKERS_RANGE = (1, 16)
 
 _PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _DATABASE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in the config: `key` (dotted) and a text that starts with the key, or
-    `unknown` for a key the config does not have (loading suggests the closest one)."""
-
-    key: str
-    text: str
-    unknown: bool = False
-
-
-class ConfigProblems(ValueError):
-    """What `check` found wrong; loading tells each with the source of its value."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(p.text for p in problems))
-        self.problems = problems
-
-
-class _Checker:
-    """Collects problems while typing the values of one mapping."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def fail(self, key: str, text: str, *, unknown: bool = False) -> None:
-        self.problems.append(Problem(key, text, unknown))
-
-    def integer(self, key: str, value: Any, bounds: tuple[int, int]) -> int | None:
-        if isinstance(value, float) and value % 1 == 0:  # 9000.0 from YAML
-            value = int(value)
-        elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-            value = int(value)  # "5051" written in quotes: what the user meant
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"{key} must be a whole number, got {value!r}")
-            return None
-        low, high = bounds
-        if not low <= value <= high:
-            self.fail(key, f"{key} must be between {low} and {high}, got {value!r}")
-            return None
-        return value
-
-    def text(
-        self, key: str, value: Any, rule: Callable[[str], str | None] | None = None
-    ) -> str | None:
-        if not isinstance(value, str):
-            self.fail(key, f"{key} must be text, got {value!r}")
-            return None
-        problem = rule(value) if rule else None
-        if problem:
-            self.fail(key, f"{key}: {problem}")
-            return None
-        return value
-
-    def boolean(self, key: str, value: Any) -> bool | None:
-        if isinstance(value, bool):
-            return value
-        words = {
-            "true": True,
-            "yes": True,
-            "on": True,
-            "1": True,
-            "false": False,
-            "no": False,
-            "off": False,
-            "0": False,
-        }
-        if isinstance(value, (str, int)) and str(value).strip().lower() in words:
-            return words[str(value).strip().lower()]
-        self.fail(key, f"{key} must be true or false, got {value!r}")
-        return None
-
-    def choice(self, key: str, value: Any, allowed: tuple[str, ...]) -> str | None:
-        if value not in allowed:
-            names = " or ".join(repr(a) for a in allowed)
-            self.fail(key, f"{key} must be one of {names}, got {value!r}")
-            return None
-        return str(value)
-
-    def raise_if_any(self) -> None:
-        if self.problems:
-            raise ConfigProblems(self.problems)
-
-
-def image_problem(value: str) -> str | None:
-    if not value.strip():
-        return "must not be empty: name an image such as postgres:17"
-    if not _IMAGE_RE.match(value.strip()):
-        return f"{value!r} is not a valid image reference (like registry/name:tag)"
-    return None
-
-
-def bucket_name_problem(name: str) -> str | None:
-    """Why `name` breaks S3's bucket naming rules, or None when it is valid."""
-    rule = (
-        "use 3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter "
-        "or digit"
-    )
-    if not _BUCKET_RE.match(name):
-        return f"{name!r} is not a valid S3 bucket name: {rule}"
-    if ".." in name or ".-" in name or "-." in name:
-        return f"{name!r} is not a valid S3 bucket name: no '..', '.-' or '-.'"
-    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
-        return f"{name!r} is not a valid S3 bucket name: it must not look like an IP address"
-    if name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3")):
-        return f"{name!r} is not a valid S3 bucket name: reserved prefix or suffix"
-    return None
 
 
 def _database_problem(value: str) -> str | None:
@@ -174,13 +74,6 @@ def _bind_problem(value: str) -> str | None:
     return None
 
 
-def _unknown(check: _Checker, prefix: str, data: Mapping[str, Any], cls: type) -> None:
-    known = {f.name for f in fields(cls) if not f.name.startswith("_")}
-    for key in data:
-        if key not in known:
-            check.fail(f"{prefix}{key}", "unknown key", unknown=True)
-
-
 @dataclass(frozen=True)
 class StorageConfig:
     engine: str = "minio"
@@ -188,14 +81,16 @@ class StorageConfig:
     port: int = 9000
     console_port: int = 9001
     bucket: str = "mlflow"
+    # A managed S3 API: then the stack runs no storage container (config/external.py).
+    external: ExternalStorage | None = None
 
     @property
     def container_port(self) -> int:
         return STORAGE_CONTAINER_PORT[self.engine]
 
     @classmethod
-    def checked(cls, data: Mapping[str, Any], check: _Checker) -> StorageConfig:
-        _unknown(check, "storage.", data, cls)
+    def checked(cls, data: Mapping[str, Any], check: Checker) -> StorageConfig:
+        unknown_keys(check, "storage.", data, cls)
         engine = check.choice("storage.engine", data.get("engine", "minio"), ENGINES) or "minio"
         image = data.get("image")
         image = (
@@ -203,15 +98,21 @@ class StorageConfig:
             if image is None
             else check.text("storage.image", image, image_problem)
         )
+        external, bucket = _external(check, "storage", data, ExternalStorage)
         return cls(
             engine=engine,
+            external=external,
             image=(image or "").strip() or DEFAULT_IMAGES[engine],
             port=check.integer("storage.port", data.get("port", 9000), PORT_RANGE) or 9000,
             console_port=check.integer(
                 "storage.console_port", data.get("console_port", 9001), PORT_RANGE
             )
             or 9001,
-            bucket=check.text("storage.bucket", data.get("bucket", "mlflow"), bucket_name_problem)
+            bucket=check.text(
+                "storage.external.bucket" if bucket else "storage.bucket",
+                bucket or data.get("bucket", "mlflow"),
+                bucket_name_problem,
+            )
             or "mlflow",
         )
 
@@ -221,12 +122,18 @@ class PostgresConfig:
     image: str = "postgres:17"
     port: int = 5432
     database: str = "mlflow"
+    # A managed PostgreSQL: then the stack runs no database container (config/external.py).
+    external: ExternalPostgres | None = None
 
     @classmethod
-    def checked(cls, data: Mapping[str, Any], check: _Checker) -> PostgresConfig:
-        _unknown(check, "postgres.", data, cls)
+    def checked(cls, data: Mapping[str, Any], check: Checker) -> PostgresConfig:
+        unknown_keys(check, "postgres.", data, cls)
         image = check.text("postgres.image", data.get("image", cls.image), image_problem)
+        external, database = _external(check, "postgres", data, ExternalPostgres)
+        if database is not None:
+            data = {**data, "database": database}
         return cls(
+            external=external,
             image=(image or cls.image).strip(),
             port=check.integer("postgres.port", data.get("port", 5432), PORT_RANGE) or 5432,
             database=check.text(
@@ -243,8 +150,8 @@ class MlflowConfig:
     workers: int = 1
 
     @classmethod
-    def checked(cls, data: Mapping[str, Any], check: _Checker) -> MlflowConfig:
-        _unknown(check, "mlflow.", data, cls)
+    def checked(cls, data: Mapping[str, Any], check: Checker) -> MlflowConfig:
+        unknown_keys(check, "mlflow.", data, cls)
         image = check.text("mlflow.image", data.get("image", cls.image), image_problem)
         return cls(
             image=(image or cls.image).strip(),
@@ -258,7 +165,20 @@ SECTIONS: dict[str, type[StorageConfig] | type[PostgresConfig] | type[MlflowConf
     "postgres": PostgresConfig,
     "mlflow": MlflowConfig,
 }
-TOP_LEVEL = ("project", "bind", "auth", "labels")
+TOP_LEVEL = ("project", "bind", "host", "auth", "allow_unauthenticated", "tls", "labels")
+
+
+def _external(check: Checker, section: str, data: Mapping[str, Any], cls: Any) -> tuple[Any, Any]:
+    """`<section>.external` typed (or kept when already typed), with the name it may carry."""
+    raw = data.get("external")
+    if raw is None or isinstance(raw, cls):
+        return raw, None
+    if not isinstance(raw, Mapping):
+        check.fail(
+            f"{section}.external", f"{section}.external must be a mapping of keys, got {raw!r}"
+        )
+        return None, None
+    return cls.checked(raw, check)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -268,6 +188,13 @@ class StackConfig:
     # MLflow's basic-auth app: a login for the UI and the API (admin credentials in secrets.env).
     # Top level, beside `bind`: together they say who can reach the stack and who can use it.
     auth: bool = False
+    # The name clients (and mlstack's probes) reach the published ports by: 127.0.0.1 for a
+    # local engine, the server's name for a remote one (loading fills it from the engine).
+    host: str | None = None
+    # Opting out of "nothing exposed beyond the machine without a login" (bind not loopback
+    # and auth off), for a network the user trusts.
+    allow_unauthenticated: bool = False
+    tls: TlsConfig = field(default_factory=TlsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -289,7 +216,7 @@ class StackConfig:
     def from_mapping(cls, data: Mapping[str, Any]) -> StackConfig:
         """Type and check every value of `data` (the merged sources); ConfigProblems with every
         problem found otherwise."""
-        check = _Checker()
+        check = Checker()
         for key in data:
             if key not in TOP_LEVEL and key not in SECTIONS:
                 check.fail(str(key), "unknown key", unknown=True)
@@ -305,11 +232,18 @@ class StackConfig:
                 sections[name] = section()
         project = check.text("project", data.get("project", "mlstack"), _project_problem)
         bind = check.text("bind", data.get("bind", "127.0.0.1"), _bind_problem)
+        host = data.get("host")
+        host = None if host is None else check.text("host", host, host_problem)
         config = cls.__new__(cls)
         values = {
             "project": project or "mlstack",
             "bind": str(ipaddress.ip_address(bind)) if bind else "127.0.0.1",
             "auth": bool(check.boolean("auth", data.get("auth", False))),
+            "host": host.strip("[]") if host else None,
+            "allow_unauthenticated": bool(
+                check.boolean("allow_unauthenticated", data.get("allow_unauthenticated", False))
+            ),
+            "tls": TlsConfig.checked(data.get("tls", False), check),
             "labels": _labels(check, data.get("labels", {})),
             **sections,
         }
@@ -323,32 +257,46 @@ class StackConfig:
 
     def published_ports(self) -> dict[str, int]:
         """Every host port the stack publishes, by the config key that sets it."""
-        ports = {"storage.port": self.storage.port}
-        if self.storage.engine == "minio":
-            ports["storage.console_port"] = self.storage.console_port
-        ports["postgres.port"] = self.postgres.port
+        ports: dict[str, int] = {}
+        if self.storage.external is None:
+            ports["storage.port"] = self.storage.port
+            if self.storage.engine == "minio":
+                ports["storage.console_port"] = self.storage.console_port
+        if self.postgres.external is None:
+            ports["postgres.port"] = self.postgres.port
         ports["mlflow.port"] = self.mlflow.port
         return ports
 
     def as_dict(self) -> dict[str, Any]:
         """The config as plain data (JSON and YAML ready), sections nested."""
-        data: dict[str, Any] = {k: v for k, v in self._as_mapping().items() if k != "labels"}
+        data: dict[str, Any] = {
+            k: v for k, v in self._as_mapping().items() if k not in ("labels", "tls")
+        }
+        data["tls"] = self.tls.as_dict()
         for name in SECTIONS:
             section = getattr(self, name)
             data[name] = {f.name: getattr(section, f.name) for f in fields(section)}
+            external = data[name].get("external")
+            if external is not None:
+                data[name]["external"] = {
+                    f.name: getattr(external, f.name) for f in fields(external)
+                }
         data["labels"] = dict(self.labels)
         return data
 
     @property
     def client_host(self) -> str:
-        """The address a client on this machine uses to reach a published port."""
+        """The address a client uses to reach a published port: `host` when set."""
+        if self.host:
+            return f"[{self.host}]" if ":" in self.host else self.host
         if self.bind in ("0.0.0.0", "::"):
             return "127.0.0.1"
         return f"[{self.bind}]" if ":" in self.bind else self.bind
 
     @property
     def tracking_uri(self) -> str:
-        return f"http://{self.client_host}:{self.mlflow.port}"
+        scheme = "https" if self.tls.enabled else "http"
+        return f"{scheme}://{self.client_host}:{self.mlflow.port}"
 
     @property
     def s3_endpoint(self) -> str:
@@ -365,7 +313,7 @@ class StackConfig:
         return not ipaddress.ip_address(self.bind).is_loopback
 
 
-def _labels(check: _Checker, raw: Any) -> dict[str, str]:
+def _labels(check: Checker, raw: Any) -> dict[str, str]:
     if not isinstance(raw, Mapping):
         check.fail("labels", f"labels must be a mapping of keys, got {raw!r}")
         return {}
@@ -387,4 +335,9 @@ def _cross_checks(config: StackConfig) -> list[Problem]:
             text = f"{key} and {seen[port]} are both {port}: give each its own port"
             problems.append(Problem("", text))
         seen[port] = key
+    problems += exposure_problems(
+        exposed=config.exposed,
+        auth=config.auth,
+        allow_unauthenticated=config.allow_unauthenticated,
+    )
     return problems
