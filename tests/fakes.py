@@ -132,6 +132,7 @@ class FakeEngine:
         self.one_shots: list[OneShotRun] = []  # every run_once, in order
         self.one_shot_behaviours: dict[str, OneShotBehaviour] = {}  # by service label: its end
         self.calls: list[tuple[str, str]] = []
+        self.remote = False  # a test may pretend the engine is another machine's
         self.closed = False
 
     # --- helpers for tests ---------------------------------------------------------------
@@ -331,6 +332,11 @@ class FakeEngine:
 
     def memory_used(self, name_or_id: str) -> int:
         return 0
+
+    def forward(self, name_or_id: str, host: str, port: int) -> tuple[str, int]:
+        """Services of the fake are reached directly: nothing to relay."""
+        self.calls.append(("forward", f"{name_or_id} -> {host}:{port}"))
+        return host, port
 
 
 def _is_engine(engine: FakeEngine) -> EngineAPI:

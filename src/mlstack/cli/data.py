@@ -33,8 +33,8 @@ def backup(
     from mlstack.commands.backup import backup as take_backup
     from mlstack.project.context import open_existing
 
-    project = open_existing(options.config_of(ctx), "backup")
     engine = options.engine()
+    project = open_existing(options.config_of(ctx), "backup", engine)
     with project.state.lock("backup"), LiveProgress(enabled=not json_) as progress:
         result = take_backup(project, engine, output, force=force, report=progress.report)
     raise typer.Exit(render(result, as_json=json_))
@@ -57,8 +57,8 @@ def restore(
     from mlstack.commands.restore import restore as restore_backup
     from mlstack.project.context import open_existing
 
-    project = open_existing(options.config_of(ctx), "restore")
     engine = options.engine()
+    project = open_existing(options.config_of(ctx), "restore", engine)
     with project.state.lock("restore"), LiveProgress(enabled=not json_) as progress:
         result = restore_backup(
             project, engine, archive, force=force, timeout=timeout, report=progress.report
@@ -89,8 +89,8 @@ def gc(
     from mlstack.project.context import open_existing
 
     older = parse_older_than(older_than) if older_than is not None else None
-    project = open_existing(options.config_of(ctx), "gc")
     engine = options.engine()
+    project = open_existing(options.config_of(ctx), "gc", engine)
     with project.state.lock("gc"), LiveProgress(enabled=not json_) as progress:
         result = collect(project, engine, older, dry_run=dry_run, report=progress.report)
     raise typer.Exit(render(result, as_json=json_))

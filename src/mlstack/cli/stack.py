@@ -30,7 +30,7 @@ def up(
     engine = options.engine()
     # Secrets are created (or gain new keys) under the lock: two `up` never write them at once,
     # and they are stored only once the preflight passed: a refused `up` leaves no state.
-    project = Project.open(config, create_secrets=True, save=False)
+    project = Project.open(config, create_secrets=True, save=False, engine=engine)
     assert project is not None  # create_secrets: never None
     with project.state.lock("up"), LiveProgress(enabled=not json_) as progress:
         result = bring_up(project, engine, pull=pull, timeout=timeout, report=progress.report)

@@ -213,7 +213,7 @@ def _resolve(
     project: Project, engine: EngineAPI, ref: ModelRef, report: Reporter
 ) -> tuple[ResolvedModel, list[str]]:
     report(Event("step", message=f"resolving {ref.uri}"))
-    model = resolve_model(TrackingApi(project.config.tracking_uri, project.mlflow_headers()), ref)
+    model = resolve_model(TrackingApi(project.tracking_uri, project.mlflow_headers()), ref)
     pinned = model.served_uri if model.served_uri != ref.uri else ""
     report(
         Event("step", message=f"model {pinned or ref.uri}" + (f" ({ref.uri})" if pinned else ""))

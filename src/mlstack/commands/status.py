@@ -31,6 +31,7 @@ from mlstack.project.diagnosis import (
     without_disk_full,
 )
 from mlstack.project.diskspace import data_logs, volume_space
+from mlstack.project.relay import RELAY_SERVICE
 from mlstack.project.reporting import Result
 from mlstack.project.served import SERVICE as SERVE_SERVICE
 from mlstack.project.served import served_name
@@ -345,7 +346,7 @@ def status(
     config: StackConfig, engine: EngineAPI, *, backends: Backends | None = None
 ) -> StatusResult:
     """What runs, whether it answers, and what to do about what does not."""
-    project = Project.open(config)
+    project = Project.open(config, engine=engine)
     everything = engine.containers(labels.of_project(config.project))
     containers = {c.service: c for c in everything if c.service in SERVICES}
     served = sorted((c for c in everything if c.service == SERVE_SERVICE), key=served_name)
@@ -366,7 +367,9 @@ def status(
         _service_row(project, n, containers.get(n), by_service.get(n), findings.get(n))
         for n in SERVICES
     ]
-    extra = sorted(c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE))
+    extra = sorted(
+        c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE, RELAY_SERVICE)
+    )
     overall = overall_status(rows, served_list)
     pending = project.state.pending_restore()
     return StatusResult(

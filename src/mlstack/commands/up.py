@@ -146,7 +146,8 @@ def preflight(
     """Everything `up` checks before it creates anything; the existing containers by service."""
     current = _existing(project, engine)
     held = [port for info in current.values() for port in info.host_ports()]
-    check_ports(project.config.bind, project.config.published_ports(), held)
+    if not engine.remote:  # another machine's ports: its engine refuses a taken one itself
+        check_ports(project.config.bind, project.config.published_ports(), held)
     _ensure_images(project, engine, pull, report)
     return current
 

@@ -44,6 +44,11 @@ class EngineAPI(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def remote(self) -> bool:
+        """True when the engine runs on another machine: its published ports are not ours."""
+        ...
+
     # images
     def image_id(self, ref: str) -> str | None:
         """The local image's id (sha256:...), None when it is not present."""
@@ -149,6 +154,12 @@ class EngineAPI(Protocol):
 
     def memory_used(self, name_or_id: str) -> int:
         """Current memory use of a running container in bytes (0 when unknown)."""
+        ...
+
+    def forward(self, name_or_id: str, host: str, port: int) -> tuple[str, int]:
+        """A 127.0.0.1 address on this machine whose connections reach `host:port` as seen from
+        inside container `name_or_id` (relayed through the engine's API, engine/relay.py);
+        it lives until the engine is closed."""
         ...
 
 

@@ -6,22 +6,31 @@ mlstack errors; the original stays attached as the cause (`--debug` prints it).
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
 import requests
 from docker.utils import parse_repository_tag
 
-from mlstack.engine.models import ContainerInfo, OneShot, PullProgress, ServiceSpec
+from mlstack.engine.access import docker_host as _docker_host
+from mlstack.engine.access import is_remote
+from mlstack.engine.access import unreachable as _unreachable
+from mlstack.engine.models import (
+    ContainerInfo,
+    OneShot,
+    PullProgress,
+    ServiceSpec,
+    count_layers,
+    pull_hint,
+)
+from mlstack.engine.relay import Forwarder, Stream, relay_command
 from mlstack.errors import (
     EngineConflict,
     EngineError,
@@ -32,35 +41,6 @@ from mlstack.errors import (
 
 _HINT = "see `mlstack status`; rerun with --debug for Docker's own error"
 SINCE_MARGIN = 2.0  # seconds: Docker stamps a run's first log lines before its StartedAt
-
-
-def _docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def _user() -> str:
-    uid = os.getuid()
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
-
-
-def _unreachable(error: BaseException) -> EngineUnavailable:
-    host = _docker_host()
-    text = f"{error} {error.__context__ or ''}"
-    if isinstance(error, PermissionError) or "Permission denied" in text:
-        return EngineUnavailable(
-            f"permission denied on the Docker engine at {host}: user {_user()} may not use it",
-            "add the user to the docker group (sudo usermod -aG docker $USER, then log in "
-            "again), use rootless Docker (DOCKER_HOST=unix://$XDG_RUNTIME_DIR/docker.sock), "
-            "or run mlstack with sudo",
-        )
-    return EngineUnavailable(
-        f"the Docker engine is not reachable at {host}",
-        "start Docker (Docker Desktop, `sudo systemctl start docker` or `sudo dockerd &`), "
-        "or point DOCKER_HOST at a running engine",
-    )
 
 
 @contextmanager
@@ -95,13 +75,6 @@ def _absent_ok(what: str) -> Iterator[None]:
         pass
 
 
-def _pull_hint(ref: str) -> str:
-    return (
-        f"check the image name and your network or registry login (docker login); to use a "
-        f"local or mirrored image instead, set its image key in mlstack.yaml (was {ref})"
-    )
-
-
 def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{key}={value}" for key, value in labels.items()]}
 
@@ -113,6 +86,7 @@ class DockerEngine:
         self._client = client
         # The low-level API: full control over create/networking; its stubs are looser than it.
         self._api: Any = client.api
+        self._forwarders: list[Forwarder] = []
 
     @classmethod
     def connect(cls, timeout: float = 60) -> DockerEngine:
@@ -122,7 +96,13 @@ class DockerEngine:
             client.ping()
         return cls(client)
 
+    @property
+    def remote(self) -> bool:
+        return is_remote(_docker_host())
+
     def close(self) -> None:
+        for forwarder in self._forwarders:
+            forwarder.close()
         self._client.close()
 
     # --- images --------------------------------------------------------------------------
@@ -143,9 +123,9 @@ class DockerEngine:
                 for event in stream:
                     if "error" in event:
                         raise ImageUnavailable(
-                            f"pulling {ref} failed: {event['error']}", _pull_hint(ref)
+                            f"pulling {ref} failed: {event['error']}", pull_hint(ref)
                         )
-                    _count_layers(layers, event)
+                    count_layers(layers, event)
                     completed = sum(c for c, _ in layers.values())
                     total = sum(t for _, t in layers.values())
                     on_progress(PullProgress(ref, completed, total, str(event.get("status", ""))))
@@ -153,7 +133,7 @@ class DockerEngine:
             raise
         except EngineError as e:  # refused by the registry or the engine: not there to use
             reason = e.message.removeprefix(f"pulling {ref}: ")  # say the image once
-            raise ImageUnavailable(f"pulling {ref} failed: {reason}", _pull_hint(ref)) from e
+            raise ImageUnavailable(f"pulling {ref} failed: {reason}", pull_hint(ref)) from e
         total = sum(t for _, t in layers.values())
         on_progress(PullProgress(ref, total, total, "done", done=True))
 
@@ -308,6 +288,21 @@ class DockerEngine:
         text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
         return int(code or 0), text
 
+    def exec_stream(self, name_or_id: str, command: list[str]) -> Stream:
+        """An exec with stdin attached: its raw socket (stdout and stderr multiplexed)."""
+        with _translated(f"exec in {name_or_id}"):
+            sock = self._api.exec_start(
+                self._api.exec_create(name_or_id, command, stdin=True), socket=True
+            )
+        return cast(Stream, getattr(sock, "_sock", sock))  # the socket under SocketIO
+
+    def forward(self, name_or_id: str, host: str, port: int) -> tuple[str, int]:
+        command = relay_command(host, port)
+        self._forwarders.append(
+            Forwarder(lambda: self.exec_stream(name_or_id, command), command[-2])
+        )
+        return self._forwarders[-1].address
+
     def copy_out(self, name_or_id: str, path: str, dest: Path) -> None:
         with tempfile.TemporaryFile() as raw:
             with _translated(f"copying {path} from {name_or_id}"):
@@ -381,14 +376,3 @@ class DockerEngine:
         usage = data.get("memory_stats", {})
         cache = usage.get("stats", {}).get("inactive_file", 0)
         return int(usage.get("usage", 0)) - int(cache)
-
-
-def _count_layers(layers: dict[str, tuple[int, int]], event: Mapping[str, Any]) -> None:
-    """Fold one pull event into the per-layer (bytes done, bytes total)."""
-    detail = event.get("progressDetail") or {}
-    layer = event.get("id")
-    if layer and detail.get("total"):
-        layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
-    elif layer and event.get("status") in ("Pull complete", "Already exists"):
-        _, total = layers.get(layer, (0, 0))
-        layers[layer] = (total, total)

@@ -186,3 +186,21 @@ class OneShot:
 
     exit_code: int  # -1 when it did not end in time and was killed
     log_tail: str
+
+
+def count_layers(layers: dict[str, tuple[int, int]], event: Mapping[str, Any]) -> None:
+    """Fold one pull event into the per-layer (bytes done, bytes total)."""
+    detail = event.get("progressDetail") or {}
+    layer = event.get("id")
+    if layer and detail.get("total"):
+        layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+    elif layer and event.get("status") in ("Pull complete", "Already exists"):
+        _, total = layers.get(layer, (0, 0))
+        layers[layer] = (total, total)
+
+
+def pull_hint(ref: str) -> str:
+    return (
+        f"check the image name and your network or registry login (docker login); to use a "
+        f"local or mirrored image instead, set its image key in mlstack.yaml (was {ref})"
+    )

@@ -72,13 +72,11 @@ class HostBackends:
 
     def vouch(self) -> Probe:
         p = self.project
-        return MlflowProbe(
-            "mlflow", p.config.tracking_uri, headers=p.mlflow_headers(), storage=True
-        )
+        return MlflowProbe("mlflow", p.tracking_uri, headers=p.mlflow_headers(), storage=True)
 
     def warm(self) -> None:
         p = self.project
-        touch(p.config.tracking_uri + STORAGE_CHECK, headers=p.mlflow_headers())
+        touch(p.tracking_uri + STORAGE_CHECK, headers=p.mlflow_headers())
 
     def ensure_databases(self) -> bool:
         # deferred: psycopg2 and boto3 load only when provisioning (a no-op `up` never does)

@@ -6,7 +6,7 @@ renders the compose file and parses it into the specs the engine creates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlstack import credentials
 from mlstack.adapters.mlflow_http import basic_auth_header
@@ -18,6 +18,7 @@ from mlstack.credentials import AUTH_KEYS, StackSecrets
 from mlstack.engine import EngineAPI, ServiceSpec
 from mlstack.errors import NotRunning
 from mlstack.health import MlflowProbe, run_probe
+from mlstack.project.relay import Relay, relay_spec
 from mlstack.state import ProjectState
 
 SERVICES = ("postgres", "storage", "mlflow")
@@ -39,10 +40,17 @@ class Project:
     compose: str
     secrets_created: bool = False
     secrets_added: tuple[str, ...] = ()  # keys an older secrets file lacked, generated now
+    # On a remote engine: the services' in-network ports, forwarded to this machine.
+    relay: Relay | None = field(default=None, compare=False)
 
     @classmethod
     def open(
-        cls, config: StackConfig, *, create_secrets: bool = False, save: bool = True
+        cls,
+        config: StackConfig,
+        *,
+        create_secrets: bool = False,
+        save: bool = True,
+        engine: EngineAPI | None = None,
     ) -> Project | None:
         """The project for `config`; None when it has never been brought up (no secrets yet).
 
@@ -68,7 +76,16 @@ class Project:
             # as changed, which it is).
             variables.update({k: "not-made-until-up" for k in AUTH_KEYS if not variables[k]})
         spec = from_compose(compose, variables)
-        project = cls(config, state, creds, spec, compose, loaded is None, added)
+        relay = None
+        if engine is not None and engine.remote:
+            network = spec.network
+            relay = Relay(
+                engine,
+                relay_spec(config.project, config.mlflow.image, config.labels),
+                network,
+                spec.labels,
+            )
+        project = cls(config, state, creds, spec, compose, loaded is None, added, relay)
         if save:
             project.save_secrets()
         return project
@@ -89,29 +106,48 @@ class Project:
         """The container name of one of the stack's services."""
         return self.spec.services[service].container_name
 
+    def reach(self, service: str, container_port: int, published: int) -> tuple[str, int]:
+        """Where this machine connects to a service: its published port, or on a remote
+        engine a port forwarded into the stack's network (MLflow's too, unless exposed)."""
+        if self.relay is None or (service == "mlflow" and self.config.exposed):
+            return self.config.client_host, published
+        return self.relay.address(service, container_port)
+
     def postgres(self) -> PgTarget:
         """The stack's PostgreSQL as a client on this machine reaches it."""
         c, s = self.config, self.secrets
-        host = c.client_host
-        return PgTarget(
-            host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database
-        )
+        host, port = self.reach("postgres", 5432, c.postgres.port)
+        return PgTarget(host, port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database)
 
     def s3(self) -> S3Target:
+        c = self.config
+        host, port = self.reach("storage", c.storage.container_port, c.storage.port)
         return S3Target(
-            self.config.s3_endpoint, self.secrets.S3_ACCESS_KEY, self.secrets.S3_SECRET_KEY
+            f"http://{host}:{port}", self.secrets.S3_ACCESS_KEY, self.secrets.S3_SECRET_KEY
         )
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow as mlstack's own calls reach it (`config.tracking_uri` is what clients use)."""
+        host, port = self.reach("mlflow", 5000, self.config.mlflow.port)
+        if (host, port) == (self.config.client_host, self.config.mlflow.port):
+            return self.config.tracking_uri
+        return f"{'https' if self.config.tls.enabled else 'http'}://{host}:{port}"
 
     def mlflow_headers(self) -> dict[str, str]:
         """What an API call to MLflow sends: the admin's basic-auth header when auth is on."""
+        headers = {}
+        if self.tracking_uri != self.config.tracking_uri:
+            # forwarded: MLflow answers only Host headers it allows, such as its in-network name
+            headers["Host"] = "mlflow:5000"
         if not self.config.auth or not self.secrets.has_auth:
-            return {}
-        return basic_auth_header(
+            return headers
+        return headers | basic_auth_header(
             self.secrets.MLFLOW_AUTH_ADMIN_USERNAME, self.secrets.MLFLOW_AUTH_ADMIN_PASSWORD
         )
 
     def mlflow_probe(self) -> MlflowProbe:
-        return MlflowProbe("mlflow", self.config.tracking_uri, headers=self.mlflow_headers())
+        return MlflowProbe("mlflow", self.tracking_uri, headers=self.mlflow_headers())
 
     def scrub(self, text: str) -> str:
         """`text` with every secret value masked: logs may echo credentials."""
@@ -135,9 +171,9 @@ def not_running(config: StackConfig, command: str) -> NotRunning:
     )
 
 
-def open_existing(config: StackConfig, command: str) -> Project:
+def open_existing(config: StackConfig, command: str, engine: EngineAPI | None = None) -> Project:
     """The project, when it has been brought up before (it has secrets); NotRunning otherwise."""
-    project = Project.open(config)
+    project = Project.open(config, engine=engine)
     if project is None:
         raise not_running(config, command)
     return project
@@ -148,7 +184,7 @@ def require_running(config: StackConfig, engine: EngineAPI, command: str) -> Pro
 
     For commands that use the stack rather than manage it (`demo`, `serve`).
     """
-    project = open_existing(config, command)
+    project = open_existing(config, command, engine)
     info = engine.inspect(project.container("mlflow"))
     if info is None or not info.running or info.project != config.project:
         raise not_running(config, command)
