@@ -59,6 +59,9 @@ def test_up_status_backup_restore_through_the_relay(
     assert status["overall"] == "healthy", out
     assert "relay" not in json.dumps(status.get("extra", []))  # not an unknown container
     assert taken_as_remote, "status probed without the relay"
+    assert status["probed"] == f"through the engine into the stack's network ({relay})"
+    text, _ = cli_ok(project, capsys, "status")
+    assert f"probed through the engine into the stack's network ({relay})" in " ".join(text.split())
 
     archive = tmp_path / "relay.tar.gz"
     out, _ = cli_ok(project, capsys, "backup", "-o", str(archive), "--json")

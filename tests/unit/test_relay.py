@@ -29,6 +29,7 @@ def test_a_local_engine_is_reached_on_the_published_ports() -> None:
     assert (project.postgres().host, project.postgres().port) == ("127.0.0.1", 6001)
     assert project.s3().endpoint == "http://127.0.0.1:6002"
     assert project.tracking_uri == config.tracking_uri and "Host" not in project.mlflow_headers()
+    assert project.route() == "the ports published on 127.0.0.1"
 
 
 def test_a_remote_engine_is_reached_through_one_relay_container() -> None:
@@ -63,6 +64,10 @@ def test_an_exposed_remote_stack_is_reached_directly_at_its_host() -> None:
     project = open_project(config, engine)
     assert project.tracking_uri == "http://server.example:5050" == config.tracking_uri
     assert project.postgres().host == "postgres"  # PostgreSQL stays on the server's loopback
+    assert project.route() == (
+        "MLflow on the ports published on server.example; PostgreSQL and S3 through the engine "
+        "into the stack's network (p-relay)"
+    )
 
 
 class _Exec:

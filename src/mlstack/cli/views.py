@@ -120,6 +120,8 @@ def status_view(result: StatusResult, screen: Screen) -> None:
     for m in result.served:
         if m.problem:
             out.print(f"[yellow]served {m.name}[/]: {escape(m.problem)}\n  fix: {escape(m.fix)}")
+    if result.probed and result.overall.value != "not running":
+        out.print(f"[dim]probed {escape(result.probed)}[/]")
     if result.pending_restore:
         out.print(
             f"[yellow]restore[/]: the restore of {escape(result.pending_restore)} was "

@@ -92,6 +92,7 @@ class StatusResult(Result):
     extra_containers: list[str] = field(default_factory=list)
     served: list[Row] = field(default_factory=list)  # models from `mlstack serve`
     pending_restore: str | None = None  # the archive of an interrupted restore
+    probed: str = ""  # which way the probes went: published ports, or through the engine
 
     @property
     def exit_code(self) -> ExitCode:
@@ -373,5 +374,12 @@ def status(
     overall = overall_status(rows, served_list)
     pending = project.state.pending_restore()
     return StatusResult(
-        config.project, overall, rows, config.tracking_uri, extra, served_list, pending
+        config.project,
+        overall,
+        rows,
+        config.tracking_uri,
+        extra,
+        served_list,
+        pending,
+        project.route(),
     )

@@ -113,6 +113,16 @@ class Project:
             return self.config.client_host, published
         return self.relay.address(service, container_port)
 
+    def route(self) -> str:
+        """Which way this machine reaches the services, for `status` to say."""
+        published = f"the ports published on {self.config.client_host}"
+        if self.relay is None:
+            return published
+        inside = f"through the engine into the stack's network ({self.relay.spec.container_name})"
+        if self.config.exposed:
+            return f"MLflow on {published}; PostgreSQL and S3 {inside}"
+        return inside
+
     def postgres(self) -> PgTarget:
         """The stack's PostgreSQL as a client on this machine reaches it."""
         c, s = self.config, self.secrets
