@@ -453,6 +453,21 @@ def test_a_model_server_spec(fake_project: Project, unused_port: int) -> None:
     assert spec.labels[labels.PROJECT] == "p"
 
 
+@pytest.mark.parametrize(
+    ("sets", "bind"),
+    [
+        ({"bind": "0.0.0.0", "auth": True}, "127.0.0.1"),  # no login on a model: loopback
+        ({"bind": "0.0.0.0", "allow_unauthenticated": True}, "0.0.0.0"),  # the user's choice
+        ({}, "127.0.0.1"),
+    ],
+)
+def test_a_model_server_has_no_login_so_stays_on_loopback(
+    sets: dict[str, object], bind: str
+) -> None:
+    config = StackConfig(project="p", **sets)  # type: ignore[arg-type]
+    assert serve.served_bind(config) == bind
+
+
 def test_the_stack_port_is_refused_before_anything_is_created(fake_project: Project) -> None:
     engine = _engine(fake_project)
     with pytest.raises(MlstackError) as caught:

@@ -147,7 +147,7 @@ def serve_spec(
             # With auth on, the admin login (in the environment, as in the MLflow container).
             **(tracking_login(project.secrets) if config.auth else {}),
         },
-        ports=(PortSpec(config.bind, port, CONTAINER_PORT),),
+        ports=(PortSpec(served_bind(config), port, CONTAINER_PORT),),
         volumes=(),
         labels=_model_labels(project, name, port, model),
         restart="unless-stopped",
@@ -224,6 +224,31 @@ def _resolve(
     return model, warnings
 
 
+LOOPBACK_ONLY = (
+    "a model server has no login: it listens on 127.0.0.1 of the stack's machine only; put a "
+    "proxy with a login in front of it to share it (or set allow_unauthenticated: true)"
+)
+
+
+def served_bind(config: StackConfig) -> str:
+    """A model server has no login: on a stack exposed with auth it stays on loopback."""
+    return "127.0.0.1" if config.exposed and not config.allow_unauthenticated else config.bind
+
+
+def _addresses(project: Project, name: str, port: int) -> tuple[str, str]:
+    """The model's URL for the user, and the one mlstack probes (through the relay when the
+    engine is another machine's)."""
+    config = project.config
+    host = "127.0.0.1" if served_bind(config) != config.bind else config.client_host
+    url = f"http://{host}:{port}"
+    if project.relay is None:
+        return url, url
+    relayed, relayed_port = project.relay.address(
+        container_name(config.project, name), CONTAINER_PORT
+    )
+    return url, f"http://{relayed}:{relayed_port}"
+
+
 def _start(
     project: Project,
     engine: EngineAPI,
@@ -294,10 +319,12 @@ def serve(
         report(Event("step", message=f"replacing {container}"))
         engine.remove(target.current.id)
     report(Event("step", message=f"starting {container} on port {target.port}"))
-    url = f"http://{config.client_host}:{target.port}"
     spec = serve_spec(project, name, target.port, model, image)
+    url, probed = _addresses(project, name, target.port)
+    if served_bind(config) != config.bind:
+        warnings = [*warnings, LOOPBACK_ONLY]
     try:
-        ready = _start(project, engine, spec, url, timeout, report)
+        ready = _start(project, engine, spec, probed, timeout, report)
     except MlstackError as e:
         with_log(e, engine, container, scrub=project.scrub, service=f"{SERVICE}-{name}")
         engine.remove(container)
