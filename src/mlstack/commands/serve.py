@@ -49,9 +49,12 @@ from mlstack.project.ports import pick_port
 from mlstack.project.reporting import Event, Reporter, Result, quiet
 from mlstack.project.served import (
     CONTAINER_PORT,
+    LOOPBACK_ONLY,
     SERVICE,
     check_name,
     container_name,
+    model_urls,
+    served_bind,
     served_containers,
     served_name,
 )
@@ -224,31 +227,6 @@ def _resolve(
     return model, warnings
 
 
-LOOPBACK_ONLY = (
-    "a model server has no login: it listens on 127.0.0.1 of the stack's machine only; put a "
-    "proxy with a login in front of it to share it (or set allow_unauthenticated: true)"
-)
-
-
-def served_bind(config: StackConfig) -> str:
-    """A model server has no login: on a stack exposed with auth it stays on loopback."""
-    return "127.0.0.1" if config.exposed and not config.allow_unauthenticated else config.bind
-
-
-def _addresses(project: Project, name: str, port: int) -> tuple[str, str]:
-    """The model's URL for the user, and the one mlstack probes (through the relay when the
-    engine is another machine's)."""
-    config = project.config
-    host = "127.0.0.1" if served_bind(config) != config.bind else config.client_host
-    url = f"http://{host}:{port}"
-    if project.relay is None:
-        return url, url
-    relayed, relayed_port = project.relay.address(
-        container_name(config.project, name), CONTAINER_PORT
-    )
-    return url, f"http://{relayed}:{relayed_port}"
-
-
 def _start(
     project: Project,
     engine: EngineAPI,
@@ -320,7 +298,7 @@ def serve(
         engine.remove(target.current.id)
     report(Event("step", message=f"starting {container} on port {target.port}"))
     spec = serve_spec(project, name, target.port, model, image)
-    url, probed = _addresses(project, name, target.port)
+    url, probed = model_urls(project, container, target.port)
     if served_bind(config) != config.bind:
         warnings = [*warnings, LOOPBACK_ONLY]
     try:

@@ -34,7 +34,7 @@ from mlstack.project.diskspace import data_logs, volume_space
 from mlstack.project.relay import RELAY_SERVICE
 from mlstack.project.reporting import Result
 from mlstack.project.served import SERVICE as SERVE_SERVICE
-from mlstack.project.served import served_name
+from mlstack.project.served import model_url, model_urls, served_name
 from mlstack.project.watch import log_gist
 
 GIST_LINES = 5  # of a service's log shown when it is not healthy
@@ -249,7 +249,7 @@ def _full_volume(
 
 def _ping_url(config: StackConfig, info: ContainerInfo) -> str:
     port = info.labels.get(labels.SERVE_PORT, "")
-    return f"http://{config.client_host}:{port}" if port else ""
+    return model_url(config, int(port)) if port else ""
 
 
 def _served_row(config: StackConfig, info: ContainerInfo, probe: ProbeResult | None) -> Row:
@@ -286,13 +286,22 @@ def _served_row(config: StackConfig, info: ContainerInfo, probe: ProbeResult | N
 
 
 def _probe_all(
-    config: StackConfig, services: dict[str, Probe], served: Sequence[ContainerInfo]
+    config: StackConfig,
+    services: dict[str, Probe],
+    served: Sequence[ContainerInfo],
+    project: Project | None = None,
 ) -> tuple[dict[str, ProbeResult], dict[str, ProbeResult]]:
     """Every probe at once: (results by service, results by served container id)."""
     running = [c for c in served if c.running]
+
+    def ping(info: ContainerInfo) -> str:
+        port = info.labels.get(labels.SERVE_PORT, "")
+        if project is None or not port:
+            return _ping_url(config, info)
+        return model_urls(project, info.name, int(port))[1]
+
     pings: list[Probe] = [
-        HttpProbe(f"{SERVE_SERVICE}-{served_name(c)}", f"{_ping_url(config, c)}/ping")
-        for c in running
+        HttpProbe(f"{SERVE_SERVICE}-{served_name(c)}", f"{ping(c)}/ping") for c in running
     ]
     results = run_probes([*services.values(), *pings])
     by_service = dict(zip(services, results, strict=False))
@@ -323,7 +332,7 @@ def _service_probes(
 
 
 def _results(
-    config: StackConfig,
+    project: Project,
     backends: Backends,
     running: list[str],
     served: Sequence[ContainerInfo],
@@ -331,8 +340,11 @@ def _results(
     """The probes' verdicts: by service, and by served container id. The fast path first (one
     HTTP probe through MLflow, no database or S3 client loaded); per-service probes only for
     what it could not vouch for."""
+    config = project.config
     probes, vouch = _service_probes(backends, running)
-    by_service, by_served = _probe_all(config, {"vouch": vouch} if vouch else probes, served)
+    by_service, by_served = _probe_all(
+        config, {"vouch": vouch} if vouch else probes, served, project
+    )
     if vouch is None:
         return by_service, by_served
     verdict = by_service.pop("vouch")
@@ -361,7 +373,9 @@ def status(
     running = [n for n in SERVICES if n in containers and containers[n].running]
     with ThreadPoolExecutor(max_workers=1) as pool:  # read while the probes run: no wait added
         tails = pool.submit(data_logs, project, engine, containers, DISK_LOG_LINES)
-        by_service, by_served = _results(config, backends or HostBackends(project), running, served)
+        by_service, by_served = _results(
+            project, backends or HostBackends(project), running, served
+        )
     served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
     findings = _findings(project, engine, containers, by_service, tails.result())
     rows = [

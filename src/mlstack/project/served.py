@@ -7,14 +7,46 @@ the names and labels of served containers, not the serve command itself.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from mlstack import labels
+from mlstack.config import StackConfig
 from mlstack.engine import ContainerInfo, EngineAPI
 from mlstack.errors import NotRunning, UsageError
+
+if TYPE_CHECKING:  # the type only: `completion` imports this module and should stay light
+    from mlstack.project.context import Project
 
 SERVICE = "serve"  # the io.mlstack.service label of a model server
 CONTAINER_PORT = 8080
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+
+
+LOOPBACK_ONLY = (
+    "a model server has no login: it listens on 127.0.0.1 of the stack's machine only; put a "
+    "proxy with a login in front of it to share it (or set allow_unauthenticated: true)"
+)
+
+
+def served_bind(config: StackConfig) -> str:
+    """A model server has no login: on a stack exposed with auth it stays on loopback."""
+    return "127.0.0.1" if config.exposed and not config.allow_unauthenticated else config.bind
+
+
+def model_url(config: StackConfig, port: int) -> str:
+    """Where a model server published on `port` answers (on loopback when kept there)."""
+    host = "127.0.0.1" if served_bind(config) != config.bind else config.client_host
+    return f"http://{host}:{port}"
+
+
+def model_urls(project: Project, container: str, port: int) -> tuple[str, str]:
+    """A model server's URL for the user, and the one mlstack probes (through the relay when
+    the engine is another machine's)."""
+    url = model_url(project.config, port)
+    if project.relay is None:
+        return url, url
+    relayed, relayed_port = project.relay.address(container, CONTAINER_PORT)
+    return url, f"http://{relayed}:{relayed_port}"
 
 
 def check_name(name: str) -> str:
