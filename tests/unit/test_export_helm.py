@@ -86,7 +86,9 @@ def _missing_keys(ours: Any, chart: Any, path: str) -> list[str]:
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_every_key_written_exists_in_the_pinned_chart_values(name: str, tmp_path: Path) -> None:
-    values, _ = _export(CONFIGS[name], tmp_path)
+    values, out = _export(CONFIGS[name], tmp_path)
+    assert helm.CHART_VALUES_COMMIT[:8] in PINNED.name  # the copy the code names
+    assert helm.CHART_VALUES_COMMIT[:12] in (out / "values.yaml").read_text()
     chart = yaml.safe_load(PINNED.read_text(encoding="utf-8"))
     assert _missing_keys(values, chart, "") == []
     # The walk can fail: a key the chart lacks is found, at any depth.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mlstack import credentials
 from mlstack.compose import helm
-from mlstack.compose.helm import CHART, HelmTarget
+from mlstack.compose.helm import CHART, CHART_VALUES_COMMIT, HelmTarget
 from mlstack.config import StackConfig
 from mlstack.errors import Conflict, UsageError
 from mlstack.project.reporting import Result
@@ -276,7 +276,8 @@ def _values_header(config: StackConfig, target: HelmTarget) -> str:
     return (
         f"Values for MLflow's Helm chart {CHART} {target.chart_version}, written by\n"
         f"`mlstack export helm` for project {config.project}. No secret is in this file: the\n"
-        f"credentials are in the Secret {target.secret_name} (secrets.yaml beside it)."
+        f"credentials are in the Secret {target.secret_name} (secrets.yaml beside it).\n"
+        f"Keys checked against the chart's values.yaml at mlflow/mlflow {CHART_VALUES_COMMIT[:12]}."
     )
 
 
