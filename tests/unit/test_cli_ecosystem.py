@@ -40,7 +40,8 @@ from tests.fakes import FakeBackends, FakeContainer, FakeEngine
 MLSTACK = Path(sys.executable).with_name("mlstack")  # the console script of this virtualenv
 BASH = shutil.which("bash")
 SHELLS = ("bash", "zsh", "fish")
-COMMANDS = {name for group in (stack, setup, models, data) for name in group.COMMANDS}
+# the commands, and the groups of subcommands (`export helm`)
+COMMANDS = {name for group in (stack, setup, models, data) for name in group.COMMANDS} | {"export"}
 SERVICES = ["postgres", "storage", "mlflow", "minio", "seaweedfs", "s3"]  # `logs` takes these
 ESC = "\x1b["
 BOX = re.compile("[\u2500-\u257f]")  # box-drawing characters

@@ -23,7 +23,7 @@ import typer
 from typer import _click as click  # typer's own click: the exceptions it raises
 
 from mlstack import __version__
-from mlstack.cli import data, models, setup, stack
+from mlstack.cli import data, export, models, setup, stack
 from mlstack.cli.options import Options
 from mlstack.errors import ExitCode, MlstackError, exit_code_for
 
@@ -85,6 +85,7 @@ def root(
 for group in (stack, setup, models, data):
     for name, command in group.COMMANDS.items():
         app.command(name)(command)
+app.add_typer(export.app, name="export")
 
 
 def error_line(message: str, hint: str = "") -> str:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mlstack.commands.demo import DemoResult
     from mlstack.commands.down import DownResult
     from mlstack.commands.env import EnvResult
+    from mlstack.commands.export import ExportResult
     from mlstack.commands.gc import GcResult
     from mlstack.commands.restore import RestoreResult
     from mlstack.commands.serve import ServeResult, StopResult
@@ -264,6 +265,19 @@ def ui_view(result: UiResult, screen: Screen) -> None:
         screen.err.print("no browser to open here: open this URL yourself (the line below)")
 
 
+def export_view(result: ExportResult, screen: Screen) -> None:
+    err = screen.err
+    _warnings(screen, result.warnings)
+    err.print("wrote " + ", ".join(escape(str(p)) for p in result.files) + " (secrets: mode 0600)")
+    if result.placeholders:
+        err.print(
+            f"[yellow]fill in[/] these values in {escape(str(result.files[1]))} before applying it:"
+        )
+        for p in result.placeholders:
+            err.print(f"  {p.secret} {p.key}: {escape(p.what)}")
+    err.print(f"install with (also in {escape(str(result.files[2]))}):")
+
+
 VIEWS: dict[str, Callable[[Any, Screen], None]] = {
     "UpResult": up_view,
     "StatusResult": status_view,
@@ -277,6 +291,7 @@ VIEWS: dict[str, Callable[[Any, Screen], None]] = {
     "RestoreResult": restore_view,
     "UiResult": ui_view,
     "GcResult": gc_view,
+    "ExportResult": export_view,
 }
 
 
