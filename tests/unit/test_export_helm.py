@@ -25,7 +25,7 @@ from mlstack.config import StackConfig
 from mlstack.credentials import StackSecrets, save
 from mlstack.state import ProjectState
 
-PINNED = Path(__file__).parents[1] / "data" / "helm" / "mlflow-values-01f6665d.yaml"
+PINNED = Path(__file__).parents[1] / "data" / "helm" / "mlflow-values-003d4902.yaml"
 # The chart asks for Kubernetes 1.23+; the package's oldest schemas are 1.25's: those and its
 # newest.
 KUBE_VERSIONS = (kube.all_versions()[0], kube.latest_version())

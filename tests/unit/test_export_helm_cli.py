@@ -39,7 +39,7 @@ def test_export_prints_the_install_commands(capsys: pytest.CaptureFixture[str]) 
     assert out.splitlines() == [
         "kubectl create namespace ml",
         "kubectl apply -f k8s/secrets.yaml",
-        "helm install team oci://ghcr.io/mlflow/charts/mlflow --version 0.2.0 "
+        "helm install team oci://ghcr.io/mlflow/charts/mlflow --version 0.1.1 "
         "-f k8s/values.yaml -n ml",
     ]
     assert "team-mlstack aws-access-key-id: the S3 access key id" in err  # not set: to fill in
@@ -53,7 +53,7 @@ def test_export_prints_the_install_commands(capsys: pytest.CaptureFixture[str]) 
 def test_export_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, *MANAGED, "export", "helm", "-o", "k8s", "--json")
     data = json.loads(out)
-    assert code == 0 and data["chart_version"] == "0.2.0" and data["namespace"] == "mlflow"
+    assert code == 0 and data["chart_version"] == "0.1.1" and data["namespace"] == "mlflow"
     assert [p["key"] for p in data["placeholders"]] == ["aws-access-key-id"]
 
 

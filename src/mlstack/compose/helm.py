@@ -23,9 +23,10 @@ from mlstack.compose.render import AUTH_DEFAULT_PERMISSION
 from mlstack.config import StackConfig
 
 CHART = "oci://ghcr.io/mlflow/charts/mlflow"
-CHART_VERSION = "0.2.0"
+# The chart's version on mlflow/mlflow's master since pull request #25365 (tests/data/helm/README).
+CHART_VERSION = "0.1.1"
 # The commit of mlflow/mlflow whose charts/values.yaml the written keys are checked against.
-CHART_VALUES_COMMIT = "01f6665d201622996bfc3e7b015913f604b7f671"
+CHART_VALUES_COMMIT = "003d4902d5b72d06e8b316ee2586061714969b64"
 SERVER_PORT = 5000  # the chart's server.value_options.port, which its Service also uses
 AUTH_DIR = "/etc/mlstack-auth"  # where the pod mounts MLflow's basic-auth ini
 AUTH_INI = "basic_auth.ini"
@@ -164,8 +165,8 @@ def environment(config: StackConfig, target: HelmTarget) -> list[dict[str, Any]]
 
 
 def migration_container(config: StackConfig, target: HelmTarget) -> dict[str, Any]:
-    """`mlflow db upgrade` before each server starts (the chart has no migration job): a no-op
-    on a schema already at the image's version, the migration after `image.tag` changed."""
+    """`mlflow db upgrade` before each server starts (the merged chart has no migration job): a
+    no-op on a schema already at the image's version, the migration after `image.tag` changed."""
     repository, tag = split_image(config.mlflow.image)
     return {
         "name": "mlflow-db-upgrade",
