@@ -68,16 +68,16 @@ def check_target(config: StackConfig, target: HelmTarget) -> None:
     inside = [
         what
         for what, external in (
-            ("PostgreSQL (postgres.external)", config.postgres.external),
-            ("the S3 server (storage.external)", config.storage.external),
+            ("PostgreSQL", config.postgres.external),
+            ("S3", config.storage.external),
         )
         if external is None
     ]
     if inside:
         raise UsageError(
-            f"the config runs {' and '.join(inside)} as a container of the stack, and the "
+            f"the config runs {' and '.join(inside)} in a container of the stack, and the "
             "MLflow Helm chart runs no database and no S3 server",
-            "point postgres.external and storage.external at managed services (RDS, Cloud "
+            "set postgres.external and storage.external to managed services (RDS, Cloud "
             "SQL, S3, a company MinIO) in mlstack.yaml; the chart's only store of its own is "
             "SQLite and files on one volume, which a backup cannot be restored into",
         )
