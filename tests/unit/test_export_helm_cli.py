@@ -65,9 +65,9 @@ def test_help_lists_export(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        ([], ExitCode.USAGE, "runs PostgreSQL (postgres.external) and the S3 server"),
-        (MANAGED[:2], ExitCode.USAGE, "runs the S3 server (storage.external) as a container"),
-        (MANAGED[2:], ExitCode.USAGE, "runs PostgreSQL (postgres.external) as a container"),
+        ([], ExitCode.USAGE, "runs PostgreSQL and S3 in a container"),
+        (MANAGED[:2], ExitCode.USAGE, "runs S3 in a container"),
+        (MANAGED[2:], ExitCode.USAGE, "runs PostgreSQL in a container"),
         ([*MANAGED, "--set", "host=10.1.2.3", "--set", "auth=true"], ExitCode.USAGE, "is an IP address"),
         ([*MANAGED, "--set", "tls=true"], ExitCode.USAGE, "tls is on but host is not set"),
         ([*MANAGED, "--set", "host=ml.example.com"], ExitCode.USAGE, "without a login"),
