@@ -247,7 +247,7 @@ def _full_volume(
 
 def _ping_url(config: StackConfig, info: ContainerInfo) -> str:
     port = info.labels.get(labels.SERVE_PORT, "")
-    return f"http://{config.client_host}:{port}" if port else ""
+    return f"http://{config.private_host}:{port}" if port else ""
 
 
 def _served_row(config: StackConfig, info: ContainerInfo, probe: ProbeResult | None) -> Row:

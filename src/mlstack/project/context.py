@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from mlstack import credentials
 from mlstack.adapters.mlflow_http import basic_auth_header
 from mlstack.adapters.targets import PgTarget, S3Target
-from mlstack.compose.render import cached_render
+from mlstack.compose.launcher import TLS_CA
+from mlstack.compose.render import IN_NETWORK, cached_render, in_network_url
 from mlstack.compose.services import StackSpec, from_compose
 from mlstack.config import StackConfig
 from mlstack.credentials import AUTH_KEYS, StackSecrets
 from mlstack.engine import EngineAPI, ServiceSpec
 from mlstack.errors import NotRunning
 from mlstack.health import MlflowProbe, run_probe
+from mlstack.project.certificates import ServerTls, server_tls, stand_in_variables
+from mlstack.project.certificates import save as save_tls
 from mlstack.state import ProjectState
 
 SERVICES = ("postgres", "storage", "mlflow")
@@ -39,6 +42,7 @@ class Project:
     compose: str
     secrets_created: bool = False
     secrets_added: tuple[str, ...] = ()  # keys an older secrets file lacked, generated now
+    tls: ServerTls | None = None  # with `tls`: what MLflow serves and its clients trust
 
     @classmethod
     def open(
@@ -60,15 +64,18 @@ class Project:
             creds, added = credentials.complete(loaded)
         else:
             creds = loaded
-        compose = cached_render(config, state.root)
+        tls = server_tls(config, state, create=create_secrets)
+        compose = cached_render(config, state.root, tls.name if tls else IN_NETWORK)
         variables = creds.as_env()
         if not creds.has_auth:
             # A secrets file from before auth existed: the next `up` adds the login. Until then
             # the reading commands render with stand-ins (`status` then shows MLflow's config
             # as changed, which it is).
             variables.update({k: "not-made-until-up" for k in AUTH_KEYS if not variables[k]})
+        if config.tls.enabled:  # likewise a certificate no `up` has made yet
+            variables.update(tls.variables() if tls else stand_in_variables())
         spec = from_compose(compose, variables)
-        project = cls(config, state, creds, spec, compose, loaded is None, added)
+        project = cls(config, state, creds, spec, compose, loaded is None, added, tls)
         if save:
             project.save_secrets()
         return project
@@ -77,6 +84,7 @@ class Project:
         """Store new secrets, or the keys an older file lacks (mode 0600); never changes a value."""
         if self.secrets_created or self.secrets_added:
             credentials.save(self.state, self.secrets, self.secrets_added)
+        save_tls(self.state, self.tls)
 
     @property
     def name(self) -> str:
@@ -92,7 +100,7 @@ class Project:
     def postgres(self) -> PgTarget:
         """The stack's PostgreSQL as a client on this machine reaches it."""
         c, s = self.config, self.secrets
-        host = c.client_host
+        host = c.private_host  # published on the loopback when the stack is exposed
         return PgTarget(
             host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database
         )
@@ -111,7 +119,41 @@ class Project:
         )
 
     def mlflow_probe(self) -> MlflowProbe:
-        return MlflowProbe("mlflow", self.config.tracking_uri, headers=self.mlflow_headers())
+        return MlflowProbe(
+            "mlflow", self.config.tracking_uri, headers=self.mlflow_headers(), cafile=self.ca_file
+        )
+
+    @property
+    def ca_file(self) -> str | None:
+        """What mlstack verifies MLflow's certificate by (None: the system's trust)."""
+        return self.tls.ca_file if self.tls else None
+
+    @property
+    def in_network_name(self) -> str:
+        """The name the stack's containers reach MLflow by (its certificate holds it)."""
+        return self.tls.name if self.tls else IN_NETWORK
+
+    @property
+    def in_network_url(self) -> str:
+        """MLflow as the stack's own containers reach it (`serve`, `gc`)."""
+        return in_network_url(self.config, self.in_network_name)
+
+    def in_network_trust(self) -> dict[str, str]:
+        """What a container of the stack needs to verify MLflow over https (the launchers and
+        one-shot scripts write it to a file): the CA, base64; nothing without tls."""
+        return {TLS_CA: self.tls.variables()[TLS_CA]} if self.tls else {}
+
+    def aliases(self, service: str) -> list[str]:
+        """A service's names on the stack's network (with a user's certificate, MLflow also
+        has the name the certificate holds)."""
+        names = [service, self.container(service)]
+        if service == "mlflow" and self.in_network_name not in names:
+            names.append(self.in_network_name)
+        return names
+
+    def render_variables(self) -> dict[str, str]:
+        """What the rendered .env holds besides the secrets: the TLS certificate and key."""
+        return self.tls.variables() if self.tls else {}
 
     def scrub(self, text: str) -> str:
         """`text` with every secret value masked: logs may echo credentials."""
@@ -122,7 +164,7 @@ class Project:
     def urls(self) -> dict[str, str]:
         c = self.config
         return {
-            "postgres": f"postgresql://{c.client_host}:{c.postgres.port}/{c.postgres.database}",
+            "postgres": f"postgresql://{c.private_host}:{c.postgres.port}/{c.postgres.database}",
             "storage": c.s3_endpoint,
             "mlflow": c.tracking_uri,
         }
