@@ -107,10 +107,15 @@ class MlflowProbe:
     timeout: float = 3.0
     headers: Mapping[str, str] | None = None
     storage: bool = False
+    cafile: str | None = None  # https: the CA the server's certificate must verify against
 
     def check(self) -> None:
         mlflow_http.check_tracking_server(
-            self.base_url, headers=self.headers, timeout=self.timeout, storage=self.storage
+            self.base_url,
+            headers=self.headers,
+            timeout=self.timeout,
+            storage=self.storage,
+            cafile=self.cafile,
         )
 
 

@@ -2,20 +2,27 @@
 
 Chromium renders the single-page app and dumps the resulting DOM (`--dump-dom`); the test reads
 its text. With UPDATE_DOCS_SCREENSHOT=1 the runs page (metric charts) is also saved as
-docs/mlflow-ui-demo.png, the screenshot the README shows.
+docs/mlflow-ui-demo.png, the screenshot the README shows. With `tls: true` Chromium trusts the
+stack's local CA, and only it, by its key (`--ignore-certificate-errors-spki-list`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from .conftest import REPO, Project
 
@@ -45,8 +52,9 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-def browse(chromium: Path, profile: Path, url: str, *extra: str) -> str:
-    """Load `url` in headless Chromium; its stdout (the DOM with --dump-dom)."""
+def chromium_run(
+    chromium: Path, profile: Path, url: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(chromium), *FLAGS, f"--user-data-dir={profile}", *extra, url],
         capture_output=True,
@@ -55,7 +63,12 @@ def browse(chromium: Path, profile: Path, url: str, *extra: str) -> str:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    return result
+
+
+def browse(chromium: Path, profile: Path, url: str, *extra: str) -> str:
+    """Load `url` in headless Chromium; its stdout (the DOM with --dump-dom)."""
+    return chromium_run(chromium, profile, url, *extra).stdout
 
 
 def page_text(dom: str) -> str:
@@ -110,3 +123,46 @@ def test_mlflow_ui_shows_the_demo(
     assert (width, height) == (1400, 900) and len(data) > 30_000
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def spki_hash(cert_pem: bytes) -> str:
+    """base64(sha256(SubjectPublicKeyInfo)): how Chromium names a key it is told to trust."""
+    key = x509.load_pem_x509_certificate(cert_pem).public_key()
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_mlflow_ui_over_https_trusting_the_local_ca(
+    seaweed_project: Project,
+    capsys: pytest.CaptureFixture[str],
+    chromium: Path,
+    tmp_path: Path,
+) -> None:
+    project = seaweed_project
+    project.write_config(tls=True)
+    code, _, err = project.cli(capsys, "up")
+    assert code == 0, err
+    base = project.config.tracking_uri
+    assert base.startswith("https://")
+    ca = project.state_dir / project.name / "tls" / "ca.pem"
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/experiments/create",
+        data=json.dumps({"name": "seen-over-https"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen(request, timeout=30, context=context) as response:
+        assert response.status == 200
+
+    # Trusting the CA's key: the UI loads over https and lists the experiment.
+    pin = f"--ignore-certificate-errors-spki-list={spki_hash(ca.read_bytes())}"
+    dom = browse(chromium, tmp_path / "trusting", f"{base}/#/experiments", "--dump-dom", pin)
+    text = page_text(dom)
+    assert "Experiments" in text and "seen-over-https" in text, text[:2000]
+
+    # Without it Chromium refuses the certificate: the app never loads.
+    refused = chromium_run(chromium, tmp_path / "plain", f"{base}/#/experiments", "--dump-dom")
+    assert "net::ERR_CERT_AUTHORITY_INVALID" in refused.stderr, refused.stderr[-2000:]
+    assert "seen-over-https" not in page_text(refused.stdout)

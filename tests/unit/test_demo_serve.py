@@ -457,7 +457,8 @@ def test_a_model_server_spec(fake_project: Project, unused_port: int) -> None:
     ("sets", "bind"),
     [
         ({"bind": "0.0.0.0", "auth": True}, "127.0.0.1"),  # no login on a model: loopback
-        ({"bind": "0.0.0.0", "allow_unauthenticated": True}, "0.0.0.0"),  # the user's choice
+        ({"bind": "0.0.0.0", "allow_unauthenticated": True}, "127.0.0.1"),  # still no login
+        ({"bind": "::", "auth": True}, "::1"),
         ({}, "127.0.0.1"),
     ],
 )

@@ -35,14 +35,22 @@ class ClientEnv:
         return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.variables.items())
 
 
+CERT_PATH = "MLFLOW_TRACKING_SERVER_CERT_PATH"  # MLflow's client verifies https by this file
+
+
 def client_env(
     config: StackConfig,
     creds: StackSecrets | None,
     *,
     s3: bool = False,
     show_secrets: bool = False,
+    ca_file: str | None = None,
 ) -> ClientEnv:
+    """The environment of a client of the stack; with tls, `ca_file` (the stack's CA, or
+    None when the system's trust applies) as what MLflow's client verifies the server by."""
     variables = {"MLFLOW_TRACKING_URI": config.tracking_uri, **PROXY_ARTIFACTS}
+    if config.tls.enabled and ca_file:
+        variables[CERT_PATH] = ca_file
     hidden: list[str] = []
     if config.auth:
         # MLflow's client sends these as HTTP basic auth on every request.
@@ -78,12 +86,15 @@ def tracking_login(creds: StackSecrets | None) -> dict[str, str]:
     }
 
 
-def activate(config: StackConfig, creds: StackSecrets | None) -> None:
+def activate(config: StackConfig, creds: StackSecrets | None, ca_file: str | None = None) -> None:
     """Point MLflow in this process at the stack, as `eval "$(mlstack env)"` does for a shell
     (with the admin login when auth is on: this process is the stack's own user).
 
     Call it before importing mlflow: some of its settings are read once. MLflow also prints run
     URLs on stdout unless told not to; stdout belongs to the command's own output.
     """
-    os.environ.update(client_env(config, creds, show_secrets=True).variables)
+    variables = client_env(config, creds, show_secrets=True, ca_file=ca_file).variables
+    if CERT_PATH not in variables:
+        os.environ.pop(CERT_PATH, None)  # another stack's CA would fail this one's certificate
+    os.environ.update(variables)
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"

@@ -243,7 +243,8 @@ def run_demo(
     if not experiment.strip():
         raise UsageError("--experiment must not be empty", f"e.g. --experiment {DEMO_EXPERIMENT}")
     project = require_running(config, engine, "demo")
-    activate(config, project.secrets)  # before mlflow is imported: it reads some settings once
+    # before mlflow is imported: it reads some settings once
+    activate(config, project.secrets, project.ca_file)
 
     report(Event("step", message="loading scikit-learn and MLflow"))
     # deferred: importing mlflow takes seconds, and must follow activate

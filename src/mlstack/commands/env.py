@@ -12,6 +12,7 @@ from mlstack import credentials
 from mlstack.adapters.mlflow_env import ClientEnv, client_env
 from mlstack.choices import EnvFormat
 from mlstack.config import StackConfig
+from mlstack.project.certificates import ca_file
 from mlstack.project.reporting import Result
 from mlstack.state import ProjectState
 
@@ -38,8 +39,13 @@ def env(
     s3: bool = False,
     show_secrets: bool = False,
 ) -> EnvResult:
-    """The client environment for `config`'s stack; reads the secrets only when it needs them."""
+    """The client environment for `config`'s stack; reads the secrets only when it needs them.
+    With tls, MLflow's client verifies the server by the stack's CA file (the local CA's, or a
+    user's certificate file that ends with a self-signed certificate)."""
+    state = ProjectState.for_project(config.project)
     needs_secrets = s3 or config.auth
-    creds = credentials.load(ProjectState.for_project(config.project)) if needs_secrets else None
-    found = client_env(config, creds, s3=s3, show_secrets=show_secrets)
+    creds = credentials.load(state) if needs_secrets else None
+    found = client_env(
+        config, creds, s3=s3, show_secrets=show_secrets, ca_file=ca_file(config, state)
+    )
     return EnvResult(found.variables, found.hidden, style, show_secrets)

@@ -5,8 +5,9 @@ Deleting a run in MLflow only marks it `deleted`: its rows and its artifacts sta
 the stack's network (project/oneshot.py), with the server's environment: the backend URI and
 the S3 keys reach it there only. The server proxies artifacts, so a run's artifact URI is
 `mlflow-artifacts:/<experiment>/<run>/artifacts`, which MLflow's gc resolves against the
-tracking URI: it deletes them through the server's artifact proxy (`http://mlflow:5000`, with
-the admin login when auth is on), which removes them from `--artifacts-destination s3://<bucket>`.
+tracking URI: it deletes them through the server's artifact proxy (`http://mlflow:5000`, https
+with tls; with the admin login when auth is on), which removes them from
+`--artifacts-destination s3://<bucket>`.
 
 What is reported is counted, not assumed: the database and the bucket are read on the host
 before and after; `--dry-run` only reads them.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from mlstack.adapters import postgres, s3
 from mlstack.adapters.mlflow_env import tracking_login
 from mlstack.adapters.postgres import Deleted
-from mlstack.compose.render import MLFLOW_CONTAINER_PORT
+from mlstack.compose.launcher import TRUST_CA_SH
 from mlstack.engine import EngineAPI
 from mlstack.errors import ProvisionError, UsageError
 from mlstack.project.context import Project, not_running, require_data_services
@@ -38,7 +39,8 @@ _DURATION = re.compile(
 _UNIT_SECONDS = {"days": 86400.0, "hours": 3600.0, "minutes": 60.0, "seconds": 1.0}
 GC_TIMEOUT = 3600.0
 # sh -c SCRIPT gc ARGS: the backend URI (with its password) from the environment, "$@" no secret.
-GC_SCRIPT = 'exec mlflow gc --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" "$@"'
+# With tls, the CA the server is verified by is written to a file first.
+GC_SCRIPT = TRUST_CA_SH + 'exec mlflow gc --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" "$@"'
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def gc_environment(project: Project) -> dict[str, str]:
     deletes artifacts (with the admin login when auth is on), and the artifacts destination
     (`--artifacts-destination`, which MLflow 3.17 takes as the store's default root only)."""
     env = {
-        "MLFLOW_TRACKING_URI": f"http://mlflow:{MLFLOW_CONTAINER_PORT}",
+        "MLFLOW_TRACKING_URI": project.in_network_url,
         "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{project.config.storage.bucket}",
     }
     if project.config.auth:

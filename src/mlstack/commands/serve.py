@@ -33,7 +33,6 @@ from mlstack.adapters.registry import (
     resolve_model,
 )
 from mlstack.compose.launcher import how_it_started, launch_serving
-from mlstack.compose.render import MLFLOW_CONTAINER_PORT
 from mlstack.config import StackConfig
 from mlstack.engine import ContainerInfo, EngineAPI, HealthcheckSpec, PortSpec, ServiceSpec
 from mlstack.errors import (
@@ -145,11 +144,15 @@ def serve_spec(
         environment={
             # The tracking server by its in-network name (its --allowed-hosts accepts it); the
             # model comes through its artifact proxy, so the container needs no S3 keys.
-            "MLFLOW_TRACKING_URI": f"http://mlflow:{MLFLOW_CONTAINER_PORT}",
+            "MLFLOW_TRACKING_URI": project.in_network_url,
             **PROXY_ARTIFACTS,
+            # With tls, the CA MLflow's client verifies the server by (the launcher writes it).
+            **project.in_network_trust(),
             # With auth on, the admin login (in the environment, as in the MLflow container).
             **(tracking_login(project.secrets) if config.auth else {}),
         },
+        # A model server has no login: published on this machine's loopback when the stack
+        # is exposed (only MLflow's port goes beyond it).
         ports=(PortSpec(served_bind(config), port, CONTAINER_PORT),),
         volumes=(),
         labels=_model_labels(project, name, port, model),
@@ -216,7 +219,8 @@ def _resolve(
     project: Project, engine: EngineAPI, ref: ModelRef, report: Reporter
 ) -> tuple[ResolvedModel, list[str]]:
     report(Event("step", message=f"resolving {ref.uri}"))
-    model = resolve_model(TrackingApi(project.tracking_uri, project.mlflow_headers()), ref)
+    api = TrackingApi(project.tracking_uri, project.mlflow_headers(), project.ca_file)
+    model = resolve_model(api, ref)
     pinned = model.served_uri if model.served_uri != ref.uri else ""
     report(
         Event("step", message=f"model {pinned or ref.uri}" + (f" ({ref.uri})" if pinned else ""))

@@ -9,9 +9,10 @@ from typing import Any
 import yaml
 
 from mlstack import credentials
-from mlstack.compose.render import render_init, write_rendered
+from mlstack.compose.render import IN_NETWORK, render_compose, render_init, write_rendered
 from mlstack.config import LoadedConfig, StackConfig, config_as_dict
 from mlstack.errors import UsageError
+from mlstack.project import certificates
 from mlstack.project.reporting import Result
 from mlstack.state import ProjectState
 
@@ -59,7 +60,18 @@ def init(path: Path, *, force: bool = False) -> WroteResult:
 
 
 def render(config: StackConfig, directory: Path) -> WroteResult:
-    """Write docker-compose.yml and .env (0600) for `config`, making the secrets if need be."""
-    creds, _ = credentials.ensure(ProjectState.for_project(config.project))
-    compose, env_file = write_rendered(directory, config, creds)
+    """Write docker-compose.yml and .env (0600) for `config`, making the secrets (and with
+    tls the certificate) if need be."""
+    state = ProjectState.for_project(config.project)
+    tls = certificates.server_tls(config, state, create=True)  # a bad tls.cert: nothing written
+    creds, _ = credentials.ensure(state)
+    certificates.save(state, tls)
+    name = tls.name if tls else IN_NETWORK
+    compose, env_file = write_rendered(
+        directory,
+        config,
+        creds,
+        compose=render_compose(config, name),
+        extra=tls.variables() if tls else None,
+    )
     return WroteResult([compose, env_file])

@@ -20,6 +20,7 @@ from mlstack.choices import PullPolicy
 from mlstack.compose.launcher import how_it_started
 from mlstack.compose.render import store_render, write_rendered
 from mlstack.config import StackConfig
+from mlstack.config.exposure import exposure_warning
 from mlstack.engine import ContainerInfo, EngineAPI
 from mlstack.errors import Conflict, ExitCode, ImageUnavailable, MlstackError, StateError
 from mlstack.health import run_probe, wait_ready
@@ -78,19 +79,15 @@ class UpResult(Result):
         return ExitCode.OK
 
 
-def exposed_warning(config: StackConfig) -> str:
-    """What `up` says when the ports are published beyond this machine."""
-    text = (
-        f"ports are published on {config.bind}: anyone who can reach this machine can reach "
-        "the stack (MLflow, and PostgreSQL and S3 behind their passwords)"
-    )
-    if config.auth:
-        return (
-            text + "; MLflow asks for a login (auth: true); keep bind: 127.0.0.1 unless you need it"
-        )
-    return (
-        text + "; MLflow has no login: set auth: true (MLflow's basic auth), and keep "
-        "bind: 127.0.0.1 unless you need it"
+def exposed_warning(config: StackConfig) -> str | None:
+    """What `up` says when MLflow is published beyond this machine (None: nothing to say)."""
+    return exposure_warning(
+        exposed=config.exposed,
+        bind=config.bind,
+        private=config.private_bind,
+        port=config.mlflow.port,
+        auth=config.auth,
+        tls=config.tls.enabled,
     )
 
 
@@ -145,9 +142,10 @@ def preflight(
 ) -> dict[str, ContainerInfo]:
     """Everything `up` checks before it creates anything; the existing containers by service."""
     current = _existing(project, engine)
-    held = [port for info in current.values() for port in info.host_ports()]
     if not engine.remote:  # another machine's ports: its engine refuses a taken one itself
-        check_ports(project.config.bind, project.config.published_ports(), held)
+        check_ports(
+            project.config, [port for info in current.values() for port in info.host_ports()]
+        )
     _ensure_images(project, engine, pull, report)
     return current
 
@@ -207,7 +205,7 @@ class _Starter:
                 self.engine.stop(spec.container_name, stop_grace(name))
             self.engine.remove(spec.container_name)
             action = Action.RECREATED
-        self.engine.create(spec, self.project.spec.network, [name, spec.container_name])
+        self.engine.create(spec, self.project.spec.network, self.project.aliases(name))
         return Prepared(action, 0, True)
 
     def run(self) -> None:
@@ -329,7 +327,7 @@ def up(
     """Bring the stack to its spec and return once every service answers real requests."""
     started = time.monotonic()
     config = project.config
-    warnings = [exposed_warning(config)] if config.exposed else []
+    warnings = [text for text in [exposed_warning(config)] if text]
     current = preflight(project, engine, pull, report)
     project.save_secrets()
 
@@ -359,8 +357,9 @@ def up(
         raise
     # What runs, for reference and plain compose; only now: a failed `up` (say, on volumes from
     # other credentials) must not overwrite the last record of the credentials that work.
-    write_rendered(project.state.root, config, project.secrets, compose=project.compose)
-    store_render(config, project.state.root, project.compose)
+    root, extra = project.state.root, project.render_variables()
+    write_rendered(root, config, project.secrets, compose=project.compose, extra=extra)
+    store_render(config, root, project.compose, project.in_network_name)
     record_image(project.state, config.mlflow.image, starter.mlflow_image_id)
     mlflow_start = None
     if starter.prepared["mlflow"].start:

@@ -24,6 +24,16 @@ STOCK = "starting the stock way"
 WAIT_DATABASES = "MLSTACK_WAIT_DATABASES"  # comma-separated: the databases to wait for
 WAIT_SECONDS = "MLSTACK_WAIT_SECONDS"  # how long to wait for them before giving up
 AUTH_CONFIG = "MLSTACK_AUTH_CONFIG"  # basic-auth ini text (no secret): written before start
+# TLS (`tls`), base64 PEM (one line, so that .env holds it): the server's certificate chain and
+# key (the MLflow container only), and the CA the stack's own clients trust (empty: the image's
+# own trust store). The launchers write them to files under TLS_DIR before anything starts.
+TLS_CERT = "MLSTACK_TLS_CERT"
+TLS_KEY = "MLSTACK_TLS_KEY"
+TLS_CA = "MLSTACK_TLS_CA"
+TLS_DIR = "/tmp/mlstack-tls"  # inside the container
+TLS_CERT_FILE = f"{TLS_DIR}/server.pem"
+TLS_KEY_FILE = f"{TLS_DIR}/server.key"
+TLS_CA_FILE = f"{TLS_DIR}/ca.pem"
 
 # What both launchers start with: a log line helper, the stock fallback, a finished "process".
 _COMMON = f'''\
@@ -34,6 +44,15 @@ def say(text):
 def stock(why):
     say("{STOCK}: " + why)
     os.execvp("mlflow", ["mlflow"] + sys.argv[1:])
+def tls_file(var, path):
+    value = os.environ.get(var)
+    if not value:
+        return None
+    import base64
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(base64.b64decode(value))
+    return path
 class Done:
     def __init__(self, code):
         self.returncode, self.pid = code, os.getpid()
@@ -57,6 +76,11 @@ def serve_here(args, text):
 LAUNCHER = (
     _COMMON
     + f'''\
+# HTTPS: uvicorn reads the certificate and key from files (--uvicorn-opts); the key leaves the
+# environment before MLflow starts, so that no process of the server inherits it.
+tls_file("{TLS_CERT}", "{TLS_CERT_FILE}")
+tls_file("{TLS_KEY}", "{TLS_KEY_FILE}")
+os.environ.pop("{TLS_KEY}", None)
 ini = os.environ.get("{AUTH_CONFIG}")
 if ini:
     # MLflow reads its basic-auth settings from a file only; the admin login comes from the
@@ -107,6 +131,9 @@ mlflow.cli.cli(sys.argv[1:], prog_name="mlflow")
 SERVE_LAUNCHER = (
     _COMMON
     + f"""\
+# The tracking server over HTTPS: MLflow's client verifies it against the stack's CA.
+if tls_file("{TLS_CA}", "{TLS_CA_FILE}"):
+    os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = "{TLS_CA_FILE}"
 import shlex, subprocess
 try:
     import mlflow.cli, mlflow.pyfunc.backend as backend
@@ -128,6 +155,14 @@ class InProcess:
 backend.subprocess = InProcess()
 mlflow.cli.cli(sys.argv[1:], prog_name="mlflow")
 """
+)
+
+
+# For one-shot `sh -c` scripts (`mlflow gc`): the CA file MLflow's client verifies the server by.
+TRUST_CA_SH = (
+    f'if [ -n "${TLS_CA}" ]; then mkdir -p {TLS_DIR} && '
+    f'printf %s "${TLS_CA}" | base64 -d > {TLS_CA_FILE} && '
+    f"export MLFLOW_TRACKING_SERVER_CERT_PATH={TLS_CA_FILE}; fi; "
 )
 
 

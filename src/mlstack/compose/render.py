@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from mlstack.compose import launcher
-from mlstack.compose.launcher import launch
+from mlstack.compose.launcher import TLS_CA, TLS_CERT_FILE, TLS_KEY_FILE, launch
 from mlstack.config import StackConfig
 from mlstack.credentials import StackSecrets
 from mlstack.state import write_private
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 COMPOSE_TEMPLATE = "docker-compose.yml.j2"
 INIT_TEMPLATE = "mlstack.yaml.j2"
 MLFLOW_CONTAINER_PORT = 5000
+IN_NETWORK = "mlflow"  # the MLflow service's name on the stack's network
 
 
 def templates_dir() -> Traversable:
@@ -44,7 +46,14 @@ def _template_text(name: str) -> str:
     return templates_dir().joinpath(name).read_text(encoding="utf-8")
 
 
-def allowed_hosts(config: StackConfig) -> list[str]:
+def in_network_url(config: StackConfig, name: str = IN_NETWORK) -> str:
+    """MLflow as the stack's own containers reach it: https with `tls` (by a name its
+    certificate holds: `name`), else http, by the service name."""
+    scheme = "https" if config.tls.enabled else "http"
+    return f"{scheme}://{name}:{MLFLOW_CONTAINER_PORT}"
+
+
+def allowed_hosts(config: StackConfig, in_network: str = IN_NETWORK) -> list[str]:
     """Host headers MLflow accepts: the published host:port and the in-network names, nothing else."""
     port = config.mlflow.port
     hosts = [f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"]
@@ -57,6 +66,8 @@ def allowed_hosts(config: StackConfig) -> list[str]:
         f"mlflow:{MLFLOW_CONTAINER_PORT}",
         f"{config.project}-mlflow:{MLFLOW_CONTAINER_PORT}",
     ]
+    if in_network != IN_NETWORK:  # the name a user's own certificate holds, a network alias
+        hosts.append(f"{in_network}:{MLFLOW_CONTAINER_PORT}")
     return hosts
 
 
@@ -82,27 +93,41 @@ def auth_ini(config: StackConfig) -> list[str]:
     ]
 
 
-def api_check(timeout: float, *, auth: bool) -> str:
+def api_check(timeout: float, *, auth: bool, base: str = f"http://{IN_NETWORK}:5000") -> str:
     """Python that calls MLflow's API by its in-network name; with auth, as the admin user whose
-    credentials it reads from the container's environment (never written into the script)."""
-    url = f"http://mlflow:{MLFLOW_CONTAINER_PORT}/api/2.0/mlflow/experiments/search?max_results=1"
-    if not auth:
+    credentials it reads from the container's environment (never written into the script).
+    Over https it verifies the server against the stack's CA (base64 in the environment), or
+    the image's own trust store when there is none."""
+    url = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
+    if not auth and not base.startswith("https:"):
         return f"import urllib.request as u; u.urlopen({url!r}, timeout={timeout:g}).read()"
-    return (
-        "import base64, os, urllib.request as u; e = os.environ; "
-        "t = base64.b64encode((e['MLFLOW_AUTH_ADMIN_USERNAME'] + ':' + "
-        "e['MLFLOW_AUTH_ADMIN_PASSWORD']).encode()).decode(); "
-        f"u.urlopen(u.Request({url!r}, headers={{'Authorization': 'Basic ' + t}}), "
-        f"timeout={timeout:g}).read()"
-    )
+    code = "import base64, os, ssl, urllib.request as u; e = os.environ; h = {}; c = None; "
+    if base.startswith("https:"):
+        code += (
+            f"a = e.get('{TLS_CA}'); "
+            "c = ssl.create_default_context(cadata=base64.b64decode(a).decode() if a else None); "
+        )
+    if auth:
+        code += (
+            "t = base64.b64encode((e['MLFLOW_AUTH_ADMIN_USERNAME'] + ':' + "
+            "e['MLFLOW_AUTH_ADMIN_PASSWORD']).encode()).decode(); "
+            "h = {'Authorization': 'Basic ' + t}; "
+        )
+    return code + f"u.urlopen(u.Request({url!r}, headers=h), timeout={timeout:g}, context=c).read()"
 
 
-def mlflow_command(config: StackConfig) -> list[str]:
+def mlflow_healthcheck(config: StackConfig, in_network: str = IN_NETWORK) -> list[str]:
+    """The MLflow container's healthcheck: the API by its in-network name (see api_check)."""
+    check = api_check(4, auth=config.auth, base=in_network_url(config, in_network))
+    return ["CMD", "python", "-S", "-c", check]
+
+
+def mlflow_command(config: StackConfig, in_network: str = IN_NETWORK) -> list[str]:
     """`mlflow server ...` for `config`, through the launcher (one import, waits for its DB)."""
-    return launch(_mlflow_server(config)[1:])
+    return launch(_mlflow_server(config, in_network)[1:])
 
 
-def _mlflow_server(config: StackConfig) -> list[str]:
+def _mlflow_server(config: StackConfig, in_network: str = IN_NETWORK) -> list[str]:
     command = [
         "mlflow",
         "server",
@@ -117,10 +142,16 @@ def _mlflow_server(config: StackConfig) -> list[str]:
         "--artifacts-destination",
         f"s3://{config.storage.bucket}",
         "--allowed-hosts",
-        ",".join(allowed_hosts(config)),
+        ",".join(allowed_hosts(config, in_network)),
     ]
     if config.auth:
         command += ["--app-name", "basic-auth"]
+    if config.tls.enabled:
+        # uvicorn serves HTTPS from the files the launcher writes from the environment.
+        command += [
+            "--uvicorn-opts",
+            f"--ssl-certfile {TLS_CERT_FILE} --ssl-keyfile {TLS_KEY_FILE}",
+        ]
     return command
 
 
@@ -196,24 +227,34 @@ def yaml_list(items: list[str], indent: int) -> str:
     return "\n".join(" " * indent + line if line else line for line in text.splitlines())
 
 
-def render_compose(config: StackConfig) -> str:
-    """The compose file for `config`; secrets appear only as ${VARS} read from .env."""
+def _port_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def render_compose(config: StackConfig, in_network: str = IN_NETWORK) -> str:
+    """The compose file for `config`; secrets appear only as ${VARS} read from .env.
+    `in_network`: the name the stack's containers reach MLflow by (with a user's own
+    certificate, a name it holds)."""
     template = _environment().from_string(_template_text(COMPOSE_TEMPLATE))
     return template.render(
         project=config.project,
         bind=config.bind,
-        port_host=f"[{config.bind}]" if ":" in config.bind else config.bind,
+        port_host=_port_host(config.bind),
+        # Beyond loopback only MLflow's port is published: the rest on this machine's loopback.
+        private_host=_port_host(config.private_bind),
+        exposed=config.exposed,
+        tls=config.tls.enabled,
         storage=config.storage,
         postgres=config.postgres,
         mlflow=config.mlflow,
         auth=config.auth,
         auth_config_path=AUTH_CONFIG_PATH,
-        mlflow_command=mlflow_command(config),
+        mlflow_command=mlflow_command(config, in_network),
         wait_databases=",".join(
             [config.postgres.database] + ([config.auth_database] if config.auth else [])
         ),
         auth_config="\n".join(auth_ini(config)),
-        mlflow_healthcheck=["CMD", "python", "-S", "-c", api_check(4, auth=config.auth)],
+        mlflow_healthcheck=mlflow_healthcheck(config, in_network),
         seaweedfs_entrypoint=seaweedfs_entrypoint(),
         seaweedfs_command=seaweedfs_command(),
         extra_labels=config.labels,
@@ -223,27 +264,32 @@ def render_compose(config: StackConfig) -> str:
 CACHE_FILE = ".compose-render"  # in the project's state dir: a key line, then the render
 
 
-def _render_key(config: StackConfig) -> str:
+def _render_key(config: StackConfig, in_network: str) -> str:
     """What a render depends on: the template, the code that fills it, and the config."""
     digest = hashlib.sha256(_template_text(COMPOSE_TEMPLATE).encode())
     for module in (__file__, launcher.__file__):
         digest.update(Path(module).read_bytes())
     digest.update(json.dumps(config.as_dict(), sort_keys=True).encode())
+    digest.update(in_network.encode())
     return digest.hexdigest()
 
 
-def cached_render(config: StackConfig, directory: Path) -> str:
+def cached_render(config: StackConfig, directory: Path, in_network: str = IN_NETWORK) -> str:
     """`render_compose(config)`, read back from `directory` when `up` stored that very render
     there (`store_render`): the reading commands then need no template engine."""
     try:
         key, _, text = (directory / CACHE_FILE).read_text(encoding="utf-8").partition("\n")
     except OSError:
         key = text = ""
-    return text if key == _render_key(config) else render_compose(config)
+    if key == _render_key(config, in_network):
+        return text
+    return render_compose(config, in_network)
 
 
-def store_render(config: StackConfig, directory: Path, compose: str) -> None:
-    write_private(directory / CACHE_FILE, _render_key(config) + "\n" + compose)
+def store_render(
+    config: StackConfig, directory: Path, compose: str, in_network: str = IN_NETWORK
+) -> None:
+    write_private(directory / CACHE_FILE, _render_key(config, in_network) + "\n" + compose)
 
 
 def render_init(config: StackConfig) -> str:
@@ -251,19 +297,25 @@ def render_init(config: StackConfig) -> str:
     return _environment().from_string(_template_text(INIT_TEMPLATE)).render(c=config)
 
 
-def render_env(creds: StackSecrets) -> str:
+def render_env(creds: StackSecrets, extra: Mapping[str, str] | None = None) -> str:
+    """The .env file: the secrets, and `extra` variables (the TLS certificate and key)."""
     lines = ["# Secrets for docker-compose.yml beside this file. Keep private (mode 0600)."]
-    lines += [f"{key}={value}" for key, value in creds.as_env().items()]
+    lines += [f"{key}={value}" for key, value in {**creds.as_env(), **(extra or {})}.items()]
     return "\n".join(lines) + "\n"
 
 
 def write_rendered(
-    directory: Path, config: StackConfig, creds: StackSecrets, *, compose: str | None = None
+    directory: Path,
+    config: StackConfig,
+    creds: StackSecrets,
+    *,
+    compose: str | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """Write docker-compose.yml (0644) and .env (0600) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     compose_path = directory / "docker-compose.yml"
     compose_path.write_text(compose or render_compose(config), encoding="utf-8")
     env_path = directory / ".env"
-    write_private(env_path, render_env(creds))
+    write_private(env_path, render_env(creds, extra))
     return compose_path, env_path

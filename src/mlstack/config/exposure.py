@@ -54,3 +54,27 @@ def exposure_problems(*, exposed: bool, auth: bool, allow_unauthenticated: bool)
             )
         ]
     return []
+
+
+def exposure_warning(
+    *, exposed: bool, bind: str, private: str, port: int, auth: bool, tls: bool
+) -> str | None:
+    """What `up` says, once, about a stack published beyond loopback; nothing when MLflow asks
+    for a login over HTTPS (PostgreSQL and S3 stay on `private`, the loopback, anyway)."""
+    if not exposed:
+        return None
+    where = (
+        f"MLflow is published on {bind} port {port} (PostgreSQL, S3 and served models on "
+        f"{private} only)"
+    )
+    if not auth:
+        return (
+            f"{where} without a login (allow_unauthenticated: true): anyone who reaches it "
+            "can read and delete every run; set auth: true and tls: true"
+        )
+    if not tls:
+        return (
+            f"{where} over plain HTTP: the login's password travels in clear with every "
+            "request; set tls: true (or your own certificate: tls.cert and tls.key)"
+        )
+    return None

@@ -300,7 +300,22 @@ class StackConfig:
 
     @property
     def s3_endpoint(self) -> str:
-        return f"http://{self.client_host}:{self.storage.port}"
+        return f"http://{self.private_host}:{self.storage.port}"
+
+    @property
+    def private_bind(self) -> str:
+        """Where PostgreSQL, S3 (and its console) and served models are published: `bind` when
+        it is loopback, else this machine's loopback: only MLflow's port goes beyond it."""
+        if not self.exposed:
+            return self.bind
+        return "::1" if ipaddress.ip_address(self.bind).version == 6 else "127.0.0.1"
+
+    @property
+    def private_host(self) -> str:
+        """The address a client on this machine reaches the privately published ports by."""
+        if not self.exposed:
+            return self.client_host
+        return f"[{self.private_bind}]" if ":" in self.private_bind else self.private_bind
 
     @property
     def auth_database(self) -> str:

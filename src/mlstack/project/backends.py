@@ -48,9 +48,14 @@ class Backends(Protocol):
         ...
 
 
-def in_network_check(auth: bool) -> list[str]:
+def in_network_check(project: Project) -> list[str]:
     """Python run inside the MLflow container: the API by its in-network name, as serve does."""
-    return ["python", "-S", "-c", api_check(5, auth=auth)]
+    return [
+        "python",
+        "-S",
+        "-c",
+        api_check(5, auth=project.config.auth, base=project.in_network_url),
+    ]
 
 
 class HostBackends:
@@ -72,11 +77,17 @@ class HostBackends:
 
     def vouch(self) -> Probe:
         p = self.project
-        return MlflowProbe("mlflow", p.tracking_uri, headers=p.mlflow_headers(), storage=True)
+        return MlflowProbe(
+            "mlflow",
+            p.tracking_uri,
+            headers=p.mlflow_headers(),
+            storage=True,
+            cafile=p.ca_file,
+        )
 
     def warm(self) -> None:
         p = self.project
-        touch(p.tracking_uri + STORAGE_CHECK, headers=p.mlflow_headers())
+        touch(p.tracking_uri + STORAGE_CHECK, headers=p.mlflow_headers(), cafile=p.ca_file)
 
     def ensure_databases(self) -> bool:
         # deferred: psycopg2 and boto3 load only when provisioning (a no-op `up` never does)
@@ -110,7 +121,7 @@ def _host_and_network(project: Project, engine: EngineAPI, from_host: Probe) -> 
         info = engine.inspect(container)
         if info is not None and info.health == "healthy":
             return  # Docker's healthcheck made this same in-network call moments ago
-        code, output = engine.exec(container, in_network_check(project.config.auth))
+        code, output = engine.exec(container, in_network_check(project))
         if code != 0:
             raise NotReady(f"in-network API call failed: {output.strip()[-200:]}", service="mlflow")
 

@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 from mlstack import credentials
 from mlstack.adapters.mlflow_http import basic_auth_header
 from mlstack.adapters.targets import PgTarget, S3Target
-from mlstack.compose.render import cached_render
+from mlstack.compose.launcher import TLS_CA
+from mlstack.compose.render import IN_NETWORK, cached_render, in_network_url
 from mlstack.compose.services import StackSpec, from_compose
 from mlstack.config import StackConfig
 from mlstack.credentials import AUTH_KEYS, StackSecrets
 from mlstack.engine import EngineAPI, ServiceSpec
 from mlstack.errors import NotRunning
 from mlstack.health import MlflowProbe, run_probe
+from mlstack.project.certificates import ServerTls, server_tls, stand_in_variables
+from mlstack.project.certificates import save as save_tls
 from mlstack.project.relay import Relay, relay_spec
 from mlstack.state import ProjectState
 
@@ -40,6 +43,7 @@ class Project:
     compose: str
     secrets_created: bool = False
     secrets_added: tuple[str, ...] = ()  # keys an older secrets file lacked, generated now
+    tls: ServerTls | None = None  # with `tls`: what MLflow serves and its clients trust
     # On a remote engine: the services' in-network ports, forwarded to this machine.
     relay: Relay | None = field(default=None, compare=False)
 
@@ -68,13 +72,16 @@ class Project:
             creds, added = credentials.complete(loaded)
         else:
             creds = loaded
-        compose = cached_render(config, state.root)
+        tls = server_tls(config, state, create=create_secrets)
+        compose = cached_render(config, state.root, tls.name if tls else IN_NETWORK)
         variables = creds.as_env()
         if not creds.has_auth:
             # A secrets file from before auth existed: the next `up` adds the login. Until then
             # the reading commands render with stand-ins (`status` then shows MLflow's config
             # as changed, which it is).
             variables.update({k: "not-made-until-up" for k in AUTH_KEYS if not variables[k]})
+        if config.tls.enabled:  # likewise a certificate no `up` has made yet
+            variables.update(tls.variables() if tls else stand_in_variables())
         spec = from_compose(compose, variables)
         relay = None
         if engine is not None and engine.remote:
@@ -85,7 +92,7 @@ class Project:
                 network,
                 spec.labels,
             )
-        project = cls(config, state, creds, spec, compose, loaded is None, added, relay)
+        project = cls(config, state, creds, spec, compose, loaded is None, added, tls, relay)
         if save:
             project.save_secrets()
         return project
@@ -94,6 +101,7 @@ class Project:
         """Store new secrets, or the keys an older file lacks (mode 0600); never changes a value."""
         if self.secrets_created or self.secrets_added:
             credentials.save(self.state, self.secrets, self.secrets_added)
+        save_tls(self.state, self.tls)
 
     @property
     def name(self) -> str:
@@ -109,8 +117,10 @@ class Project:
     def reach(self, service: str, container_port: int, published: int) -> tuple[str, int]:
         """Where this machine connects to a service: its published port, or on a remote
         engine a port forwarded into the stack's network (MLflow's too, unless exposed)."""
-        if self.relay is None or (service == "mlflow" and self.config.exposed):
+        if service == "mlflow" and (self.relay is None or self.config.exposed):
             return self.config.client_host, published
+        if self.relay is None:  # on this machine's loopback when the stack is exposed
+            return self.config.private_host, published
         return self.relay.address(service, container_port)
 
     def route(self) -> str:
@@ -157,7 +167,41 @@ class Project:
         )
 
     def mlflow_probe(self) -> MlflowProbe:
-        return MlflowProbe("mlflow", self.tracking_uri, headers=self.mlflow_headers())
+        return MlflowProbe(
+            "mlflow", self.tracking_uri, headers=self.mlflow_headers(), cafile=self.ca_file
+        )
+
+    @property
+    def ca_file(self) -> str | None:
+        """What mlstack verifies MLflow's certificate by (None: the system's trust)."""
+        return self.tls.ca_file if self.tls else None
+
+    @property
+    def in_network_name(self) -> str:
+        """The name the stack's containers reach MLflow by (its certificate holds it)."""
+        return self.tls.name if self.tls else IN_NETWORK
+
+    @property
+    def in_network_url(self) -> str:
+        """MLflow as the stack's own containers reach it (`serve`, `gc`)."""
+        return in_network_url(self.config, self.in_network_name)
+
+    def in_network_trust(self) -> dict[str, str]:
+        """What a container of the stack needs to verify MLflow over https (the launchers and
+        one-shot scripts write it to a file): the CA, base64; nothing without tls."""
+        return {TLS_CA: self.tls.variables()[TLS_CA]} if self.tls else {}
+
+    def aliases(self, service: str) -> list[str]:
+        """A service's names on the stack's network (with a user's certificate, MLflow also
+        has the name the certificate holds)."""
+        names = [service, self.container(service)]
+        if service == "mlflow" and self.in_network_name not in names:
+            names.append(self.in_network_name)
+        return names
+
+    def render_variables(self) -> dict[str, str]:
+        """What the rendered .env holds besides the secrets: the TLS certificate and key."""
+        return self.tls.variables() if self.tls else {}
 
     def scrub(self, text: str) -> str:
         """`text` with every secret value masked: logs may echo credentials."""
@@ -168,7 +212,7 @@ class Project:
     def urls(self) -> dict[str, str]:
         c = self.config
         return {
-            "postgres": f"postgresql://{c.client_host}:{c.postgres.port}/{c.postgres.database}",
+            "postgres": f"postgresql://{c.private_host}:{c.postgres.port}/{c.postgres.database}",
             "storage": c.s3_endpoint,
             "mlflow": c.tracking_uri,
         }

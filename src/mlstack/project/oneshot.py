@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mlstack import labels
+from mlstack.compose.launcher import TLS_CERT, TLS_KEY
 from mlstack.engine import EngineAPI
 from mlstack.project.context import Project
 
@@ -48,6 +49,13 @@ def backend_on(project: Project, database: str | None) -> dict[str, str]:
     return {"MLFLOW_BACKEND_STORE_URI": uri.rsplit("/", 1)[0] + "/" + database}
 
 
+def _server_environment(project: Project) -> dict[str, str]:
+    """The MLflow server's environment without its TLS certificate and key: a one-shot
+    container is a client of the server at most (it keeps the CA)."""
+    server = project.service("mlflow").environment
+    return {k: v for k, v in server.items() if k not in (TLS_CERT, TLS_KEY)}
+
+
 def run_on_database(
     project: Project,
     engine: EngineAPI,
@@ -70,7 +78,7 @@ def run_on_database(
         ["sh", "-c", script, role, *args],
         name=f"{project.name}-mlflow-{role}",
         network=project.spec.network,
-        environment={**project.service("mlflow").environment, **(environment or {})},
+        environment={**_server_environment(project), **(environment or {})},
         labels={**project.spec.labels, labels.SERVICE: role},
         timeout=timeout,
     )

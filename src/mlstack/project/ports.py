@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from mlstack.config import StackConfig
 from mlstack.errors import PortInUse
@@ -25,10 +25,17 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def check_ports(bind: str, ports: Mapping[str, int], held_by_stack: Iterable[int] = ()) -> None:
+def published_on(config: StackConfig, key: str) -> str:
+    """The address a port of the stack is published on: MLflow's on `bind`, the others on
+    this machine's loopback when `bind` goes beyond it."""
+    return config.bind if key == "mlflow.port" else config.private_bind
+
+
+def check_ports(config: StackConfig, held_by_stack: Iterable[int] = ()) -> None:
     """Raise PortInUse for the first configured port something else already holds."""
     ours = set(held_by_stack)
-    for key, port in ports.items():
+    for key, port in config.published_ports().items():
+        bind = published_on(config, key)
         if port in ours:
             continue
         if not port_free(bind, port):
@@ -45,7 +52,8 @@ PORT_SEARCH = 40  # ... and the next ones
 
 
 def pick_port(config: StackConfig, requested: int | None, held: int | None) -> int:
-    """A served model's host port: `requested` when usable, else the one it `held` (redeployed
+    """A served model's host port (on the private address: a model server has no login):
+    `requested` when usable, else the one it `held` (redeployed
     under the same name), else the first free one from DEFAULT_PORT."""
     stack_ports = {port: key for key, port in config.published_ports().items()}
     if requested is not None:
@@ -54,19 +62,19 @@ def pick_port(config: StackConfig, requested: int | None, held: int | None) -> i
                 f"port {requested} on {config.bind} is the stack's {stack_ports[requested]}",
                 "choose another port with --port",
             )
-        if requested != held and not port_free(config.bind, requested):
+        if requested != held and not port_free(config.private_bind, requested):
             raise PortInUse(
-                f"port {requested} on {config.bind} is already in use",
+                f"port {requested} on {config.private_bind} is already in use",
                 "free it, or choose another port with --port",
             )
         return requested
     if held is not None:
         return held
     for port in range(DEFAULT_PORT, DEFAULT_PORT + PORT_SEARCH):
-        if port not in stack_ports and port_free(config.bind, port):
+        if port not in stack_ports and port_free(config.private_bind, port):
             return port
     raise PortInUse(
-        f"no free port on {config.bind} between {DEFAULT_PORT} and "
+        f"no free port on {config.private_bind} between {DEFAULT_PORT} and "
         f"{DEFAULT_PORT + PORT_SEARCH - 1}",
         "choose one with --port",
     )

@@ -23,20 +23,19 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
 
 
 LOOPBACK_ONLY = (
-    "a model server has no login: it listens on 127.0.0.1 of the stack's machine only; put a "
-    "proxy with a login in front of it to share it (or set allow_unauthenticated: true)"
+    "a model server has no login: it listens on the loopback of the stack's machine only; put "
+    "a proxy with a login in front of it to share it"
 )
 
 
 def served_bind(config: StackConfig) -> str:
-    """A model server has no login: on a stack exposed with auth it stays on loopback."""
-    return "127.0.0.1" if config.exposed and not config.allow_unauthenticated else config.bind
+    """A model server has no login: on an exposed stack it stays on loopback (private_bind)."""
+    return config.private_bind
 
 
 def model_url(config: StackConfig, port: int) -> str:
     """Where a model server published on `port` answers (on loopback when kept there)."""
-    host = "127.0.0.1" if served_bind(config) != config.bind else config.client_host
-    return f"http://{host}:{port}"
+    return f"http://{config.private_host}:{port}"
 
 
 def model_urls(project: Project, container: str, port: int) -> tuple[str, str]:
