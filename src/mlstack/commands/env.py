@@ -41,5 +41,9 @@ def env(
     """The client environment for `config`'s stack; reads the secrets only when it needs them."""
     needs_secrets = s3 or config.auth
     creds = credentials.load(ProjectState.for_project(config.project)) if needs_secrets else None
-    found = client_env(config, creds, s3=s3, show_secrets=show_secrets)
+    keys = None
+    if s3 and show_secrets and config.storage.external is not None:
+        found_keys = credentials.external_secrets(config, services=["storage"])
+        keys = (found_keys.s3_access_key, found_keys.s3_secret_key)
+    found = client_env(config, creds, s3=s3, show_secrets=show_secrets, external_keys=keys)
     return EnvResult(found.variables, found.hidden, style, show_secrets)

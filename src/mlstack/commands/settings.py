@@ -60,6 +60,7 @@ def init(path: Path, *, force: bool = False) -> WroteResult:
 
 def render(config: StackConfig, directory: Path) -> WroteResult:
     """Write docker-compose.yml and .env (0600) for `config`, making the secrets if need be."""
+    external = credentials.external_secrets(config)  # managed services' secrets, for .env
     creds, _ = credentials.ensure(ProjectState.for_project(config.project))
-    compose, env_file = write_rendered(directory, config, creds)
+    compose, env_file = write_rendered(directory, config, creds, external=external)
     return WroteResult([compose, env_file])

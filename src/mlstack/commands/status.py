@@ -17,6 +17,7 @@ from mlstack.config import StackConfig
 from mlstack.engine import ContainerInfo, EngineAPI
 from mlstack.errors import ExitCode
 from mlstack.health import HttpProbe, Probe, ProbeResult, answering, run_probes
+from mlstack.project import external
 from mlstack.project.backends import Backends, HostBackends
 from mlstack.project.context import SERVICES, Project
 from mlstack.project.diagnosis import (
@@ -76,9 +77,12 @@ class Row:
     restarts: int = 0  # Docker's restart count
     log: tuple[str, ...] = ()  # the gist of its log (secrets masked), when it is not healthy
     full: bool = False  # its volume has no room left: it answers, but writes fail
+    external: bool = False  # a managed service (postgres.external, ...): its probe alone says
 
     @property
     def healthy(self) -> bool:
+        if self.external:
+            return self.probe is not None and self.probe.ok
         return answering(self.state, self.probe) and not self.full
 
 
@@ -114,8 +118,14 @@ def _service_row(
     probe: ProbeResult | None,
     found: Finding | None,
 ) -> Row:
-    spec = project.service(name)
     url = project.urls()[name]
+    if name in project.external_services():
+        row = Row(name, name, "-", "external", None, url, probe, external=True)
+        if found is None:
+            return row
+        d = found.diagnosis
+        return replace(row, problem=found.detail, cause=d.cause, fix=d.fix)
+    spec = project.service(name)
     if info is None:
         return Row(
             name,
@@ -220,6 +230,10 @@ def _findings(
             gist = disk_full_lines(log)[-GIST_LINES:]
             d = replace(d, cause=f"{d.cause}: {space}" if space else d.cause)
         found[name] = Finding(d, probe.detail if probe else "", tuple(gist))
+    for name in project.external_services():
+        probe = results.get(name)
+        if probe is not None and not probe.ok:
+            found[name] = Finding(external.diagnose(name, probe.detail), probe.detail, ())
     linked = link({n: f.diagnosis for n, f in found.items()})
     return {n: replace(f, diagnosis=linked[n]) for n, f in found.items()}
 
@@ -310,18 +324,18 @@ VOUCHED = "ok, through mlflow"  # the detail of a service that MLflow's own use 
 
 
 def _service_probes(
-    backends: Backends, running: list[str]
+    project: Project, backends: Backends, running: list[str]
 ) -> tuple[dict[str, Probe], Probe | None]:
     """With the whole stack running, one probe of MLflow that also proves its database and its
-    bucket; else a probe per running service."""
-    if running == list(SERVICES):
+    bucket (managed or not); else a probe per running service and per managed one."""
+    if running == list(project.spec.services):
         return {}, backends.vouch()
-    probes = backends.probes()
-    return {n: probes[n] for n in running}, None
+    probes, wanted = backends.probes(), [*running, *project.external_services()]
+    return {n: probes[n] for n in SERVICES if n in wanted}, None
 
 
 def _results(
-    config: StackConfig,
+    project: Project,
     backends: Backends,
     running: list[str],
     served: Sequence[ContainerInfo],
@@ -329,16 +343,24 @@ def _results(
     """The probes' verdicts: by service, and by served container id. The fast path first (one
     HTTP probe through MLflow, no database or S3 client loaded); per-service probes only for
     what it could not vouch for."""
-    probes, vouch = _service_probes(backends, running)
+    config = project.config
+    probes, vouch = _service_probes(project, backends, running)
     by_service, by_served = _probe_all(config, {"vouch": vouch} if vouch else probes, served)
     if vouch is None:
         return by_service, by_served
     verdict = by_service.pop("vouch")
     if verdict.ok:
         return {n: ProbeResult(n, True, verdict.latency, VOUCHED) for n in SERVICES}, by_served
-    every = backends.probes()
-    again, _ = _probe_all(config, {n: every[n] for n in running}, [])
+    every, wanted = backends.probes(), [*running, *project.external_services()]
+    again, _ = _probe_all(config, {n: every[n] for n in SERVICES if n in wanted}, [])
     return again, by_served
+
+
+def _idle_row(config: StackConfig, name: str, managed: bool) -> Row:
+    """A service of a stack that is not running: no container (a managed one, not probed)."""
+    if managed:
+        return Row(name, name, "-", "external", None, "", None, external=True)
+    return Row(name, name, f"{config.project}-{name}", "missing", None, "", None)
 
 
 def status(
@@ -347,26 +369,29 @@ def status(
     """What runs, whether it answers, and what to do about what does not."""
     project = Project.open(config)
     everything = engine.containers(labels.of_project(config.project))
-    containers = {c.service: c for c in everything if c.service in SERVICES}
+    own = list(project.spec.services) if project else list(SERVICES)  # what runs as a container
+    containers = {c.service: c for c in everything if c.service in own}
     served = sorted((c for c in everything if c.service == SERVE_SERVICE), key=served_name)
     if project is None or not containers:
         _, by_served = _probe_all(config, {}, served)
         served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
-        rows = [Row(n, n, f"{config.project}-{n}", "missing", None, "", None) for n in SERVICES]
+        rows = [_idle_row(config, n, n not in own) for n in SERVICES]
         return StatusResult(
             config.project, Overall.NOT_RUNNING, rows, config.tracking_uri, served=served_list
         )
-    running = [n for n in SERVICES if n in containers and containers[n].running]
+    running = [n for n in own if n in containers and containers[n].running]
     with ThreadPoolExecutor(max_workers=1) as pool:  # read while the probes run: no wait added
         tails = pool.submit(data_logs, project, engine, containers, DISK_LOG_LINES)
-        by_service, by_served = _results(config, backends or HostBackends(project), running, served)
+        by_service, by_served = _results(
+            project, backends or HostBackends(project), running, served
+        )
     served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
     findings = _findings(project, engine, containers, by_service, tails.result())
     rows = [
         _service_row(project, n, containers.get(n), by_service.get(n), findings.get(n))
         for n in SERVICES
     ]
-    extra = sorted(c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE))
+    extra = sorted(c.name for c in everything if c.service not in (*own, SERVE_SERVICE))
     overall = overall_status(rows, served_list)
     pending = project.state.pending_restore()
     return StatusResult(

@@ -6,7 +6,7 @@ renders the compose file and parses it into the specs the engine creates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlstack import credentials
 from mlstack.adapters.mlflow_http import basic_auth_header
@@ -14,7 +14,7 @@ from mlstack.adapters.targets import PgTarget, S3Target
 from mlstack.compose.render import cached_render
 from mlstack.compose.services import StackSpec, from_compose
 from mlstack.config import StackConfig
-from mlstack.credentials import AUTH_KEYS, StackSecrets
+from mlstack.credentials import AUTH_KEYS, ExternalSecrets, StackSecrets
 from mlstack.engine import EngineAPI, ServiceSpec
 from mlstack.errors import NotRunning
 from mlstack.health import MlflowProbe, run_probe
@@ -22,6 +22,11 @@ from mlstack.state import ProjectState
 
 SERVICES = ("postgres", "storage", "mlflow")
 STOP_GRACE = {"postgres": 20.0}  # PostgreSQL gets time for a clean shutdown checkpoint
+
+
+# What the compose file reads for a managed service's secret that a reading command could not
+# read (`need_external=False`): the render needs a value, nothing uses it.
+_EXTERNAL_STAND_INS = dict.fromkeys(ExternalSecrets("-", "-", "-").as_env(), "not-read")
 
 
 def stop_grace(service: str) -> float:
@@ -39,15 +44,25 @@ class Project:
     compose: str
     secrets_created: bool = False
     secrets_added: tuple[str, ...] = ()  # keys an older secrets file lacked, generated now
+    # The password and keys of managed services (postgres.external, storage.external), read
+    # from where the config names them; never stored but in the rendered .env (0600).
+    external: ExternalSecrets = field(default_factory=ExternalSecrets)
 
     @classmethod
     def open(
-        cls, config: StackConfig, *, create_secrets: bool = False, save: bool = True
+        cls,
+        config: StackConfig,
+        *,
+        create_secrets: bool = False,
+        save: bool = True,
+        need_external: bool = True,
     ) -> Project | None:
         """The project for `config`; None when it has never been brought up (no secrets yet).
 
         With `create_secrets`, missing secrets are generated, and stored unless `save` is False:
         `up` stores them only once its preflight passed, so a refused `up` leaves no state.
+        The secrets of managed services are read now: one missing is a ConfigError, unless not
+        `need_external` (a command that only reads logs).
         """
         state = ProjectState.for_project(config.project)
         loaded = credentials.load(state)
@@ -60,15 +75,16 @@ class Project:
             creds, added = credentials.complete(loaded)
         else:
             creds = loaded
+        external = credentials.external_secrets(config, strict=need_external)
         compose = cached_render(config, state.root)
-        variables = creds.as_env()
+        variables = {**creds.as_env(), **_EXTERNAL_STAND_INS, **external.as_env()}
         if not creds.has_auth:
             # A secrets file from before auth existed: the next `up` adds the login. Until then
             # the reading commands render with stand-ins (`status` then shows MLflow's config
             # as changed, which it is).
             variables.update({k: "not-made-until-up" for k in AUTH_KEYS if not variables[k]})
         spec = from_compose(compose, variables)
-        project = cls(config, state, creds, spec, compose, loaded is None, added)
+        project = cls(config, state, creds, spec, compose, loaded is None, added, external)
         if save:
             project.save_secrets()
         return project
@@ -85,19 +101,51 @@ class Project:
     def service(self, name: str) -> ServiceSpec:
         return self.spec.services[name]
 
+    def external_services(self) -> list[str]:
+        """The services run elsewhere (postgres.external, storage.external): no container."""
+        c = self.config
+        found = [("postgres", c.postgres.external), ("storage", c.storage.external)]
+        return [name for name, external in found if external is not None]
+
+    def data_services(self) -> list[str]:
+        """The data services the stack runs itself, as containers."""
+        return [name for name in ("postgres", "storage") if name in self.spec.services]
+
     def container(self, service: str) -> str:
         """The container name of one of the stack's services."""
         return self.spec.services[service].container_name
 
     def postgres(self) -> PgTarget:
-        """The stack's PostgreSQL as a client on this machine reaches it."""
+        """The stack's PostgreSQL as a client on this machine reaches it (a managed one at its
+        own address)."""
         c, s = self.config, self.secrets
+        external = c.postgres.external
+        if external is not None:
+            return PgTarget(
+                external.host,
+                external.port,
+                external.user,
+                self.external.postgres_password,
+                c.postgres.database,
+                sslmode=external.sslmode,
+                external=external.password_source,
+            )
         host = c.client_host
         return PgTarget(
             host, c.postgres.port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database
         )
 
     def s3(self) -> S3Target:
+        external = self.config.storage.external
+        if external is not None:
+            return S3Target(
+                external.endpoint,
+                self.external.s3_access_key,
+                self.external.s3_secret_key,
+                region=external.region,
+                addressing_style=external.addressing_style,
+                external=" and ".join(external.key_sources),
+            )
         return S3Target(
             self.config.s3_endpoint, self.secrets.S3_ACCESS_KEY, self.secrets.S3_SECRET_KEY
         )
@@ -115,15 +163,22 @@ class Project:
 
     def scrub(self, text: str) -> str:
         """`text` with every secret value masked: logs may echo credentials."""
-        for value in self.secrets.values():
+        for value in [*self.secrets.values(), *self.external.values()]:
             text = text.replace(value, "****")
         return text
 
     def urls(self) -> dict[str, str]:
+        """Where each service is, without secrets (a managed one at its own address)."""
         c = self.config
+        pg, s3 = c.postgres.external, c.storage.external
+        database = f"postgresql://{c.client_host}:{c.postgres.port}/{c.postgres.database}"
+        if pg is not None:
+            target = self.postgres()
+            database = f"postgresql://{target.user}@{target.where}/{target.database}"
+            database += f"?sslmode={pg.sslmode}"
         return {
-            "postgres": f"postgresql://{c.client_host}:{c.postgres.port}/{c.postgres.database}",
-            "storage": c.s3_endpoint,
+            "postgres": database,
+            "storage": s3.endpoint if s3 is not None else c.s3_endpoint,
             "mlflow": c.tracking_uri,
         }
 
@@ -163,8 +218,9 @@ def require_running(config: StackConfig, engine: EngineAPI, command: str) -> Pro
 
 
 def require_data_services(project: Project, engine: EngineAPI, command: str) -> None:
-    """NotRunning unless the stack's PostgreSQL and S3 containers run (`backup`, `restore`)."""
-    for name in ("postgres", "storage"):
+    """NotRunning unless the stack's PostgreSQL and S3 containers run (`backup`, `restore`); a
+    managed one has none."""
+    for name in project.data_services():
         info = engine.inspect(project.container(name))
         if info is None or not info.running:
             raise not_running(project.config, command)
