@@ -200,7 +200,7 @@ def read_secret(
     section = key.rsplit(".", 1)[0]
     if file_path:
         path = Path(file_path).expanduser()
-        fix = f"write it on the first line of {path} (chmod 600), or set {key}_file to its file"
+        fix = f"write the secret on the first line of {path} (chmod 600), or point {key}_file at its file"
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError as e:

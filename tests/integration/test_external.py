@@ -219,6 +219,7 @@ def _configure(
     bucket: str = BUCKET,
     pg_port: int | None = None,
     password_env: str = "TEAM_PG_PASSWORD",
+    password_file: str | None = None,
 ) -> None:
     """The stack on the managed services: the password from an environment variable, the keys
     from files (mode 0600)."""
@@ -231,7 +232,14 @@ def _configure(
     uri = f"postgresql://team@{m.host}:{pg_port or m.pg_port}/{database}?sslmode=disable"
     project.write_config(
         auth=True,
-        postgres={"external": {"uri": uri, "password_env": password_env}},
+        postgres={
+            "external": {"uri": uri}
+            | (
+                {"password_file": password_file}
+                if password_file
+                else {"password_env": password_env}
+            )
+        },
         storage={"bucket": bucket, "external": {"endpoint": m.endpoint, **files}},
     )
 
@@ -296,6 +304,11 @@ def test_bad_inputs_refuse_up_and_leave_nothing_behind(
             {"bucket": "not-their-bucket"},
             ExitCode.PROVISION,
             ["bucket not-their-bucket", "AccessDenied on CreateBucket", "s3:CreateBucket"],
+        ),
+        (
+            {"password_file": str(tmp_path / "no-such-file")},
+            ExitCode.USAGE,
+            [f"postgres.external.password_file {tmp_path}/no-such-file does not exist"],
         ),
         (
             {"pg_port": closed},
