@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from mlstack.engine import ContainerInfo, EngineAPI, OneShot, PullProgress, Serv
 from mlstack.errors import EngineConflict, ImageUnavailable, MlstackError, NotReady
 from mlstack.health import Probe
 from mlstack.project.backends import Backends
+from mlstack.project.external import Made
 
 _ids = itertools.count(1)
 _SERVICE = labels.SERVICE  # run_once's parameter `labels` hides the module there
@@ -353,7 +354,7 @@ class ScriptedProbe:
 
     service: str
     engine: FakeEngine
-    container: str
+    container: str | None  # None: a managed service, no container to run
     refusals: int = 0
     hang: bool = False
     error: BaseException | None = None
@@ -363,8 +364,8 @@ class ScriptedProbe:
         self.checks += 1
         if self.error is not None:
             raise self.error
-        info = self.engine.inspect(self.container)
-        if info is None or not info.running:
+        info = self.engine.inspect(self.container) if self.container else None
+        if self.container and (info is None or not info.running):
             raise NotReady(f"{self.service}: connection refused", service=self.service)
         if self.hang:
             raise TimeoutError(f"{self.service}: timed out")
@@ -391,14 +392,19 @@ class VouchProbe:
 
 
 class FakeBackends:
-    """Backends whose services answer as scripted: set fields of `scripted[service]`."""
+    """Backends whose services answer as scripted: set fields of `scripted[service]`. Managed
+    services (`external`) have no container: their probe passes unless scripted otherwise;
+    `prepare_external` returns `made`, or raises `external_error`."""
 
-    def __init__(self, engine: FakeEngine, project: str) -> None:
+    def __init__(self, engine: FakeEngine, project: str, external: Sequence[str] = ()) -> None:
         self.engine = engine
         self.scripted = {
-            name: ScriptedProbe(name, engine, f"{project}-{name}")
+            name: ScriptedProbe(name, engine, None if name in external else f"{project}-{name}")
             for name in ("postgres", "storage", "mlflow")
         }
+        self.made: list[Made] = []
+        self.external_error: MlstackError | None = None
+        self.prepared = 0
         self.databases: list[str] = []
         self.warmed = 0
         self.buckets: list[str] = []
@@ -412,6 +418,12 @@ class FakeBackends:
 
     def warm(self) -> None:
         self.warmed += 1
+
+    def prepare_external(self) -> list[Made]:
+        self.prepared += 1
+        if self.external_error is not None:
+            raise self.external_error
+        return list(self.made)
 
     def ensure_databases(self) -> bool:
         self.databases.append("created")

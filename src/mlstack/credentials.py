@@ -7,13 +7,19 @@ creates its admin user once, with the password it is given on first start.
 
 from __future__ import annotations
 
+import os
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlstack.errors import StateError
+from mlstack.errors import ConfigError, StateError
 from mlstack.state import ProjectState, check_private, write_private
+
+if TYPE_CHECKING:
+    from mlstack.config import StackConfig
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -156,3 +162,101 @@ def ensure(state: ProjectState) -> tuple[StackSecrets, bool]:
     full, added = complete(existing)
     save(state, full, added)
     return full, False
+
+
+# --- the secrets of managed services (postgres.external, storage.external) --------------------
+# Never stored in the config: read from the environment variable or file the config names, when
+# a command needs them. Stored only where the stack's own are (the rendered .env, mode 0600).
+
+
+@dataclass(frozen=True)
+class ExternalSecrets:
+    """The password of a managed PostgreSQL and the keys of a managed S3 API ("" when the
+    service is the stack's own, or when a reading command could not read them)."""
+
+    postgres_password: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+
+    def as_env(self) -> dict[str, str]:
+        """As the compose file's variables (.env): only those that are set."""
+        found = {
+            "EXTERNAL_POSTGRES_PASSWORD": self.postgres_password,
+            "EXTERNAL_S3_ACCESS_KEY": self.s3_access_key,
+            "EXTERNAL_S3_SECRET_KEY": self.s3_secret_key,
+        }
+        return {k: v for k, v in found.items() if v}
+
+    def values(self) -> list[str]:
+        """The values to mask in output (an access key too: it names the account)."""
+        return [v for v in (self.postgres_password, self.s3_secret_key, self.s3_access_key) if v]
+
+
+def read_secret(
+    key: str, env_name: str | None, file_path: str | None, environ: Mapping[str, str]
+) -> str:
+    """The secret `key` names: the first line of `file_path`, else the variable `env_name`.
+    ConfigError (one line naming the key and the source) when it is missing or empty."""
+    section = key.rsplit(".", 1)[0]
+    if file_path:
+        path = Path(file_path).expanduser()
+        fix = f"write the secret on the first line of {path} (chmod 600), or point {key}_file at its file"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as e:
+            raise ConfigError(f"{key}_file {path} does not exist: {e.strerror}", fix) from None
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            raise ConfigError(f"{key}_file {path} cannot be read: {why}", fix) from None
+        value = (text.splitlines() or [""])[0].rstrip("\r\n")
+        if not value:
+            raise ConfigError(f"{key}_file {path} is empty: its first line holds the secret", fix)
+        return value
+    name = env_name or ""
+    value = environ.get(name, "")
+    if not value:
+        state = "is empty" if name in environ else "is not set"
+        raise ConfigError(
+            f"{key}_env: ${name} {state}",
+            f"export {name} in the shell that runs mlstack, or name a file with {key}_file "
+            f"(see {section} in mlstack.yaml)",
+        )
+    return value
+
+
+def external_secrets(
+    config: StackConfig,
+    environ: Mapping[str, str] | None = None,
+    *,
+    strict: bool = True,
+    services: Sequence[str] = ("postgres", "storage"),
+) -> ExternalSecrets:
+    """Read the secrets of the config's managed services (of `services`); with `strict` False
+    (commands that only read logs), one that cannot be read is left empty, not refused."""
+    environ = os.environ if environ is None else environ
+    pg = config.postgres.external if "postgres" in services else None
+    s3 = config.storage.external if "storage" in services else None
+
+    def read(key: str, env_name: str | None, file_path: str | None) -> str:
+        try:
+            return read_secret(key, env_name, file_path, environ)
+        except ConfigError:
+            if strict:
+                raise
+            return ""
+
+    found = ExternalSecrets()
+    if pg is not None:
+        password = read("postgres.external.password", pg.password_env, pg.password_file)
+        found = replace(found, postgres_password=password)
+    if s3 is not None:
+        found = replace(
+            found,
+            s3_access_key=read(
+                "storage.external.access_key", s3.access_key_env, s3.access_key_file
+            ),
+            s3_secret_key=read(
+                "storage.external.secret_key", s3.secret_key_env, s3.secret_key_file
+            ),
+        )
+    return found

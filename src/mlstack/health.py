@@ -90,12 +90,13 @@ class S3Probe:
     service: str
     target: S3Target
     timeout: float = 3.0
+    bucket: str | None = None  # list this bucket rather than all (a managed S3 API's keys)
 
     def check(self) -> None:
         # deferred: boto3 (0.1 s to import, 0.3 s per client) loads only when S3 is probed itself
         from mlstack.adapters import s3
 
-        s3.ping(self.target, self.timeout)
+        s3.ping(self.target, self.timeout, self.bucket)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ def client_env(
     s3: bool = False,
     show_secrets: bool = False,
     ca_file: str | None = None,
+    external_keys: tuple[str, str] | None = None,
 ) -> ClientEnv:
     """The environment of a client of the stack; with tls, `ca_file` (the stack's CA, or
     None when the system's trust applies) as what MLflow's client verifies the server by."""
@@ -60,16 +61,20 @@ def client_env(
         else:
             hidden += ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
     if s3:
-        variables["MLFLOW_S3_ENDPOINT_URL"] = config.s3_endpoint
-        variables["AWS_ENDPOINT_URL_S3"] = config.s3_endpoint
-        variables["AWS_DEFAULT_REGION"] = "us-east-1"
+        external = config.storage.external
+        endpoint = external.endpoint if external else config.s3_endpoint
+        variables["MLFLOW_S3_ENDPOINT_URL"] = endpoint
+        variables["AWS_ENDPOINT_URL_S3"] = endpoint
+        variables["AWS_DEFAULT_REGION"] = external.region if external else "us-east-1"
         keys = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
-        if creds is not None:
+        if external_keys is not None:  # a managed S3 API's, from where the config names them
+            keys = dict(zip(keys, external_keys, strict=True))
+        elif creds is not None:
             keys = {
                 "AWS_ACCESS_KEY_ID": creds.S3_ACCESS_KEY,
                 "AWS_SECRET_ACCESS_KEY": creds.S3_SECRET_KEY,
             }
-        if show_secrets and creds is not None:
+        if show_secrets and all(keys.values()):
             variables.update(keys)
         else:
             hidden += list(keys)

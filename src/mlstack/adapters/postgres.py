@@ -48,6 +48,7 @@ def describe_error(error: Exception) -> str:
 def connect(target: PgTarget, timeout: float = 5.0) -> Iterator[Any]:
     """An autocommit connection. A wrong password is a StateError (waiting will not change the
     password in the volume); anything else that keeps us out is NotReady."""
+    options: dict[str, Any] = {"sslmode": target.sslmode} if target.sslmode else {}
     try:
         conn = psycopg2.connect(
             host=target.host.strip("[]"),
@@ -56,21 +57,51 @@ def connect(target: PgTarget, timeout: float = 5.0) -> Iterator[Any]:
             password=target.password,
             dbname=target.database,
             connect_timeout=max(1, int(timeout)),
+            **options,
         )
     except psycopg2.OperationalError as e:
-        if "password authentication failed" in str(e):
-            raise StateError(WRONG_PASSWORD, WRONG_PASSWORD_HINT, service="postgres") from e
-        raise NotReady(
-            f"cannot connect to the stack's PostgreSQL at {target.host}:{target.port}: "
-            f"{describe_error(e)}",
-            "see `mlstack status`; `mlstack up` starts it",
-            service="postgres",
-        ) from e
+        raise _refused(target, e) from e
     conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
     try:
         yield conn
     finally:
         conn.close()
+
+
+def _refused(target: PgTarget, error: Exception) -> MlstackError:
+    """Why a connection failed, as one error: the stack's own server, or a managed one."""
+    wrong_password = "password authentication failed" in str(error)
+    if not target.external:
+        if wrong_password:
+            return StateError(WRONG_PASSWORD, WRONG_PASSWORD_HINT, service="postgres")
+        return NotReady(
+            f"cannot connect to the stack's PostgreSQL at {target.where}: {describe_error(error)}",
+            "see `mlstack status`; `mlstack up` starts it",
+            service="postgres",
+        )
+    if wrong_password:
+        return StateError(
+            f"PostgreSQL at {target.where} rejected the password of user {target.user} "
+            f"(from {target.external})",
+            f"put user {target.user}'s password in {target.external}, or correct "
+            "postgres.external.user",
+            service="postgres",
+        )
+    text = describe_error(error)
+    hint = (
+        "check postgres.external (host, port) and that this machine and Docker's containers "
+        "may reach it"
+    )
+    if "SSL" in text or "pg_hba.conf" in text:
+        hint = (
+            "set postgres.external.sslmode to what the server accepts, and check that its "
+            f"pg_hba.conf admits user {target.user} from this machine and from Docker's networks"
+        )
+    return NotReady(
+        f"cannot connect to the managed PostgreSQL at {target.where} as {target.user}: {text}",
+        hint,
+        service="postgres",
+    )
 
 
 def ping(target: PgTarget, timeout: float) -> None:
@@ -221,7 +252,10 @@ def deleted(target: PgTarget) -> list[Deleted]:
 
 
 def _pg_env(target: PgTarget) -> dict[str, str]:
-    return {"PGPASSWORD": target.password, "PGUSER": target.user}
+    env = {"PGPASSWORD": target.password, "PGUSER": target.user}
+    if target.sslmode:
+        env["PGSSLMODE"] = target.sslmode
+    return env
 
 
 def _last_line(output: str, code: int) -> str:
@@ -229,23 +263,45 @@ def _last_line(output: str, code: int) -> str:
     return lines[-1] if lines else f"exit code {code}"
 
 
+def _tool_hint(output: str) -> str:
+    if "server version mismatch" in output:
+        return (
+            "pg_dump must be as new as the server: set postgres.image to an image of the "
+            "server's major version (or newer)"
+        )
+    return "see `mlstack logs postgres`"
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Where pg_dump and pg_restore run: a container, and the server's address from inside it
+    (the stack's own over its loopback; a managed one by its own address, see pgtools.py)."""
+
+    container: str
+    host: str = "127.0.0.1"
+    port: int = 5432
+
+    def address(self) -> list[str]:
+        return ["-h", self.host.strip("[]"), "-p", str(self.port)]
+
+
 def dump(
     engine: EngineAPI,
-    container: str,
+    tools: Tools,
     target: PgTarget,
     dest: Path,
     scrub: Callable[[str], str],
 ) -> None:
-    """`pg_dump -Fc` of `target`'s database, run inside its `container` (as `target`'s user, over
-    the container's own loopback), copied out to `dest`."""
+    """`pg_dump -Fc` of `target`'s database, run inside the `tools` container (as `target`'s
+    user), copied out to `dest`."""
+    container = tools.container
     inside = f"/tmp/mlstack-backup-{os.getpid()}.dump"
-    command = ["pg_dump", "-Fc", "-h", "127.0.0.1", "-d", target.database, "-f", inside]
+    command = ["pg_dump", "-Fc", *tools.address(), "-d", target.database, "-f", inside]
     try:
         code, output = engine.exec(container, command, environment=_pg_env(target))
         if code != 0:
             raise MlstackError(
-                f"pg_dump failed: {scrub(_last_line(output, code))}",
-                "see `mlstack logs postgres`",
+                f"pg_dump failed: {scrub(_last_line(output, code))}", _tool_hint(output)
             )
         engine.copy_out(container, inside, dest)
     finally:
@@ -254,20 +310,20 @@ def dump(
 
 def restore(
     engine: EngineAPI,
-    container: str,
+    tools: Tools,
     target: PgTarget,
     dump_file: Path,
     scrub: Callable[[str], str],
 ) -> None:
     """pg_restore `dump_file` into `target`'s database (made empty first, from here), in one
-    transaction, inside its `container`."""
+    transaction, inside the `tools` container."""
     recreate_database(target, target.database)
+    container = tools.container
     directory, name = "/tmp", f"mlstack-restore-{os.getpid()}-{target.database}.dump"
     engine.copy_in(container, dump_file, directory, name)
     command = [
         "pg_restore",
-        "-h",
-        "127.0.0.1",
+        *tools.address(),
         "-d",
         target.database,
         "--no-owner",
@@ -283,7 +339,7 @@ def restore(
     if code != 0:
         raise ProvisionError(
             f"pg_restore failed: {scrub(_last_line(output, code))}",
-            "see `mlstack logs postgres`; run the restore again with --force",
+            _tool_hint(output) + "; run the restore again with --force",
         )
 
 

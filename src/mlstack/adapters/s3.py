@@ -10,7 +10,7 @@ import functools
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import boto3
 from botocore.config import Config
@@ -23,11 +23,11 @@ from mlstack.errors import NotReady, ProvisionError, StateError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-REGION = "us-east-1"
 WRONG_KEYS_HINT = (
     "restore the secrets file that belongs to this volume, or reset everything with "
     "`mlstack down --purge`"
 )
+_Style = Literal["auto", "virtual", "path"]  # S3 addressing styles, as botocore names them
 _DENIED = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 _MISSING = ("404", "NoSuchBucket", "NotFound")
 
@@ -40,10 +40,10 @@ def client(target: S3Target, timeout: float = 3.0) -> S3Client:
         endpoint_url=target.endpoint,
         aws_access_key_id=target.access_key,
         aws_secret_access_key=target.secret_key,
-        region_name=REGION,
+        region_name=target.region,
         config=Config(
             signature_version="s3v4",
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": cast("_Style", target.addressing_style)},
             connect_timeout=timeout,
             read_timeout=timeout,
             retries={"max_attempts": 1, "mode": "standard"},
@@ -55,10 +55,14 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def ping(target: S3Target, timeout: float) -> None:
-    """An authenticated list_buckets: what "S3 is usable" means."""
+def ping(target: S3Target, timeout: float, bucket: str | None = None) -> None:
+    """An authenticated list_buckets: what "S3 is usable" means; with `bucket` (a managed S3
+    API, whose keys may list nothing else), a listing of that bucket."""
     try:
-        client(target, timeout).list_buckets()
+        if bucket is None:
+            client(target, timeout).list_buckets()
+        else:
+            client(target, timeout).list_objects_v2(Bucket=bucket, MaxKeys=1)
     except (BotoCoreError, ClientError) as e:
         # While a server starts it refuses, resets, or answers 5xx (and SeaweedFS a 403 until
         # it has loaded its keys): all worth waiting for.
@@ -130,8 +134,11 @@ def has_objects(target: S3Target, bucket: str) -> bool:
     return bool(listed.get("KeyCount"))
 
 
-def download_all(target: S3Target, bucket: str, workdir: Path) -> list[tuple[str, Path]]:
-    """Every object of `bucket` into `workdir` (8 at a time): (key, file) pairs."""
+def download_all(
+    target: S3Target, bucket: str, workdir: Path, keys: list[str] | None = None
+) -> list[tuple[str, Path]]:
+    """Every object of `bucket` (or those of `keys`) into `workdir` (8 at a time): (key, file)
+    pairs."""
     s3 = client(target, TRANSFER_TIMEOUT)
 
     def fetch(index_key: tuple[int, str]) -> tuple[str, Path]:
@@ -141,7 +148,8 @@ def download_all(target: S3Target, bucket: str, workdir: Path) -> list[tuple[str
         return key, path
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(fetch, enumerate(list_keys(target, bucket))))
+        wanted = list_keys(target, bucket) if keys is None else keys
+        return list(pool.map(fetch, enumerate(wanted)))
 
 
 def delete(target: S3Target, bucket: str, keys: list[str]) -> None:

@@ -16,9 +16,18 @@ class PgTarget:
     user: str
     password: str
     database: str
+    sslmode: str | None = None  # None: libpq's default
+    # A managed server (postgres.external): where its password comes from ("$PGPASSWORD",
+    # "file /run/secrets/pg"), for messages; "" for the stack's own.
+    external: str = ""
 
     def on(self, database: str) -> PgTarget:
         return replace(self, database=database)
+
+    @property
+    def where(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -28,3 +37,8 @@ class S3Target:
     endpoint: str
     access_key: str
     secret_key: str
+    region: str = "us-east-1"
+    addressing_style: str = "path"
+    # A managed S3 API (storage.external): where its keys come from, for messages; "" for the
+    # stack's own.
+    external: str = ""

@@ -136,6 +136,8 @@ def status_view(result: StatusResult, screen: Screen) -> None:
 
 
 def down_view(result: DownResult, screen: Screen) -> None:
+    for note in result.external:
+        screen.err.print(f"kept: {escape(note)}")
     if result.nothing_to_do:
         screen.err.print(
             f"nothing to do: project {result.project!r} has no containers, network or volumes"

@@ -6,11 +6,12 @@ from __future__ import annotations
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlstack import labels
 from mlstack.config import StackConfig
 from mlstack.engine import ContainerInfo, EngineAPI
+from mlstack.project import external
 from mlstack.project.context import stop_grace
 from mlstack.project.reporting import Result
 from mlstack.state import ProjectState
@@ -25,6 +26,9 @@ class DownResult(Result):
     state_removed: bool
     seconds: float
     backups: str | None = None  # the project's backups dir, when it holds any: purge keeps it
+    # purge: what it left on managed services (postgres.external, storage.external), and how
+    # to remove that by hand
+    external: list[str] = field(default_factory=list)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -49,7 +53,10 @@ def down(config: StackConfig, engine: EngineAPI, *, purge: bool = False) -> Down
         engine.remove_network(network)
     volumes: list[str] = []
     state_removed = False
+    notes: list[str] = []
     if purge:
+        # Managed services are never touched: their data is not mlstack's to delete.
+        notes = external.purge_notes(config, ProjectState.for_project(config.project))
         volumes = engine.volumes(selector)
         for volume in volumes:
             engine.remove_volume(volume)
@@ -66,4 +73,5 @@ def down(config: StackConfig, engine: EngineAPI, *, purge: bool = False) -> Down
         state_removed,
         time.monotonic() - started,
         str(kept.backups) if kept.latest_backup() is not None else None,
+        notes,
     )

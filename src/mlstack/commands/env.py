@@ -45,7 +45,16 @@ def env(
     state = ProjectState.for_project(config.project)
     needs_secrets = s3 or config.auth
     creds = credentials.load(state) if needs_secrets else None
+    keys = None
+    if s3 and show_secrets and config.storage.external is not None:
+        found_keys = credentials.external_secrets(config, services=["storage"])
+        keys = (found_keys.s3_access_key, found_keys.s3_secret_key)
     found = client_env(
-        config, creds, s3=s3, show_secrets=show_secrets, ca_file=ca_file(config, state)
+        config,
+        creds,
+        s3=s3,
+        show_secrets=show_secrets,
+        ca_file=ca_file(config, state),
+        external_keys=keys,
     )
     return EnvResult(found.variables, found.hidden, style, show_secrets)

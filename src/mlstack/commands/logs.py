@@ -18,6 +18,12 @@ from mlstack.project.served import find_served
 SERVE_PREFIX = f"{SERVE_SERVICE}-"
 
 
+def managed_services(config: StackConfig) -> list[str]:
+    """The services run elsewhere (postgres.external, storage.external): no container, no log."""
+    found = {"postgres": config.postgres.external, "storage": config.storage.external}
+    return [name for name, external in found.items() if external is not None]
+
+
 def resolve_service(config: StackConfig, name: str) -> str:
     """A service name as users type it: 'minio'/'seaweedfs'/'s3' mean storage; `serve-NAME` is
     the model served as NAME."""
@@ -30,6 +36,12 @@ def resolve_service(config: StackConfig, name: str) -> str:
             f"unknown service {name!r}",
             f"use one of: {', '.join(SERVICES)} (or {config.storage.engine} for storage), "
             "or serve-NAME for a served model",
+        )
+    if resolved in managed_services(config):
+        raise UsageError(
+            f"{resolved} is managed elsewhere ({resolved}.external): the stack runs no container "
+            "for it, so mlstack has no log of it",
+            "read its logs where it runs (your database or cloud console)",
         )
     return resolved
 
@@ -80,8 +92,10 @@ def logs(
     config: StackConfig, engine: EngineAPI, service: str | None, *, follow: bool, tail: int | None
 ) -> Iterator[tuple[str, str]]:
     """(service, line) pairs from one service or all of them."""
-    names = [resolve_service(config, service)] if service else list(SERVICES)
-    project = Project.open(config)
+    managed = managed_services(config)
+    names = [resolve_service(config, service)] if service else []
+    names = names or [n for n in SERVICES if n not in managed]
+    project = Project.open(config, need_external=False)  # masks what it can read
     scrub = project.scrub if project is not None else (lambda text: text)
     if names[0].startswith(SERVE_PREFIX):
         info = find_served(engine, config.project, names[0][len(SERVE_PREFIX) :])

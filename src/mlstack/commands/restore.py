@@ -16,15 +16,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlstack.adapters import postgres, s3
+from mlstack.adapters import managed, postgres, s3
 from mlstack.adapters.archive import Extracted, Manifest, read_archive, read_manifest
 from mlstack.engine import ContainerInfo, EngineAPI
-from mlstack.errors import ArchiveError, Conflict
+from mlstack.errors import ArchiveError, Conflict, ProvisionError
 from mlstack.health import wait_ready
 from mlstack.project import restoring
 from mlstack.project.context import Project, not_running, require_data_services
 from mlstack.project.migration import MigrationFailed, migrate
 from mlstack.project.reporting import Event, Reporter, Result, quiet
+from mlstack.project.snapshot import object_keys
 from mlstack.state import record_image
 
 
@@ -43,7 +44,8 @@ class RestoreResult(Result):
 def refuse_if_not_empty(project: Project) -> None:
     bucket = project.config.storage.bucket
     counts = {k: v for k, v in postgres.content_counts(project.postgres()).items() if v}
-    has_objects = s3.has_objects(project.s3(), bucket)
+    mine = object_keys(project)  # a managed bucket: only MLflow's objects count
+    has_objects = s3.has_objects(project.s3(), bucket) if mine is None else bool(mine)
     if counts or has_objects:
         held = [f"{n} {what}" for what, n in counts.items()]
         if has_objects:
@@ -80,6 +82,22 @@ def _migrate_staged(
             "run `mlstack up`, then restore again with --force"
         )
         raise
+
+
+def _check_rights(project: Project, databases: list[str]) -> None:
+    """On a managed server, a restore creates databases beside the stack's and renames them:
+    refused up front, with the right it lacks, when it may not."""
+    if project.config.postgres.external is None:
+        return
+    target = project.postgres()
+    problem = managed.restore_problem(target, databases)
+    if problem:
+        raise ProvisionError(
+            f"a restore stages the archive in new databases on {target.where} and renames "
+            f"them in place of {', '.join(databases)}, but {problem}; nothing was changed",
+            f"ALTER ROLE {target.user} CREATEDB (and make it the owner of "
+            f"{', '.join(databases)}) for the restore",
+        )
 
 
 def _databases(project: Project, extracted: Extracted, warnings: list[str]) -> dict[str, Path]:
@@ -121,6 +139,7 @@ class _Run:
             if not force:
                 refuse_if_not_empty(project)
             dumps = _databases(project, extracted, self.warnings)
+            _check_rights(project, list(dumps))
             journal = restoring.new_journal(archive.resolve(), list(dumps))
             self.migrated = bool(manifest.alembic_revision) and (
                 manifest.mlflow_image_id != self.mlflow.image_id

@@ -63,6 +63,7 @@ def render(config: StackConfig, directory: Path) -> WroteResult:
     """Write docker-compose.yml and .env (0600) for `config`, making the secrets (and with
     tls the certificate) if need be."""
     state = ProjectState.for_project(config.project)
+    external = credentials.external_secrets(config)  # managed services' secrets, for .env
     tls = certificates.server_tls(config, state, create=True)  # a bad tls.cert: nothing written
     creds, _ = credentials.ensure(state)
     certificates.save(state, tls)
@@ -73,5 +74,6 @@ def render(config: StackConfig, directory: Path) -> WroteResult:
         creds,
         compose=render_compose(config, name),
         extra=tls.variables() if tls else None,
+        external=external,
     )
     return WroteResult([compose, env_file])

@@ -6,8 +6,7 @@ One row type for the stack's services and the models served beside them, one hea
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -19,26 +18,14 @@ from mlstack.errors import ExitCode
 from mlstack.health import HttpProbe, Probe, ProbeResult, answering, run_probes
 from mlstack.project.backends import Backends, HostBackends
 from mlstack.project.context import SERVICES, Project
-from mlstack.project.diagnosis import (
-    DISK_FULL,
-    Diagnosis,
-    crash_loop,
-    diagnose,
-    disk_full,
-    disk_full_lines,
-    link,
-    probe_failing,
-    without_disk_full,
-)
-from mlstack.project.diskspace import data_logs, volume_space
+from mlstack.project.diskspace import data_logs
+from mlstack.project.findings import Finding
+from mlstack.project.findings import findings as find_problems
 from mlstack.project.relay import RELAY_SERVICE
 from mlstack.project.reporting import Result
 from mlstack.project.served import SERVICE as SERVE_SERVICE
 from mlstack.project.served import model_url, model_urls, served_name
-from mlstack.project.watch import log_gist
 
-GIST_LINES = 5  # of a service's log shown when it is not healthy
-LOG_LINES = 80  # of a service's log read when it is not healthy
 DISK_LOG_LINES = 200  # of a healthy-looking data service's log, for a write refused for room
 
 
@@ -77,9 +64,12 @@ class Row:
     restarts: int = 0  # Docker's restart count
     log: tuple[str, ...] = ()  # the gist of its log (secrets masked), when it is not healthy
     full: bool = False  # its volume has no room left: it answers, but writes fail
+    external: bool = False  # a managed service (postgres.external, ...): its probe alone says
 
     @property
     def healthy(self) -> bool:
+        if self.external:
+            return self.probe is not None and self.probe.ok
         return answering(self.state, self.probe) and not self.full
 
 
@@ -116,8 +106,14 @@ def _service_row(
     probe: ProbeResult | None,
     found: Finding | None,
 ) -> Row:
-    spec = project.service(name)
     url = project.urls()[name]
+    if name in project.external_services():
+        row = Row(name, name, "-", "external", None, url, probe, external=True)
+        if found is None:
+            return row
+        d = found.diagnosis
+        return replace(row, problem=found.detail, cause=d.cause, fix=d.fix)
+    spec = project.service(name)
     if info is None:
         return Row(
             name,
@@ -159,92 +155,6 @@ def _service_row(
             fix="run `mlstack up` to apply the change (data is kept)",
         )
     return base
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A service that is not healthy: its diagnosis, its probe's words, the gist of its log."""
-
-    diagnosis: Diagnosis
-    detail: str
-    log: tuple[str, ...]
-    full: bool = False  # a service that answers, on a full disk
-
-
-def _findings(
-    project: Project,
-    engine: EngineAPI,
-    containers: Mapping[str, ContainerInfo],
-    results: Mapping[str, ProbeResult],
-    logs: Mapping[str, str],  # of the data services: `diskspace.data_logs`
-) -> dict[str, Finding]:
-    """Diagnose each service that is not healthy, and each data service that looks healthy but
-    whose log says a write failed for lack of room (see `_full_volume`)."""
-    now = time.time()
-    latest = project.state.latest_backup()
-    backup = str(latest) if latest else None
-    found: dict[str, Finding] = {}
-    for name, info in containers.items():
-        probe = results.get(name)
-        looping = crash_loop(info, now)
-        if info.running and not looping and (probe is None or probe.ok):
-            full = _full_volume(project, engine, name, info, logs.get(name, ""))
-            if full is not None:
-                found[name] = full
-            continue
-        # What this run printed (an earlier incident's lines would mislead), but all of a crash
-        # loop caught between two attempts: the one that just began has not failed yet.
-        since = 0.0 if info.running and looping else info.started_at
-        log = project.scrub(engine.log_tail(info.id, LOG_LINES, since=since))
-        space = (
-            volume_space(project, engine, name, info.id)
-            if info.running and disk_full(log)
-            else None
-        )
-        if space is not None and not space.full:
-            log = without_disk_full(log)  # lines from before room was made: not the cause now
-        if not info.running or looping:
-            present = engine.image_id(project.service(name).image) is not None
-            ports = project.config.published_ports()
-            d = diagnose(
-                name,
-                info,
-                log=log,
-                image_present=present,
-                ports=ports,
-                now=now,
-                latest_backup=backup,
-            )
-        else:
-            d = probe_failing(name, probe.detail if probe else "", log, backup)
-        gist = log_gist(log, GIST_LINES).splitlines()
-        if d.cause == DISK_FULL.cause:
-            gist = disk_full_lines(log)[-GIST_LINES:]
-            d = replace(d, cause=f"{d.cause}: {space}" if space else d.cause)
-        found[name] = Finding(d, probe.detail if probe else "", tuple(gist))
-    linked = link({n: f.diagnosis for n, f in found.items()})
-    return {n: replace(f, diagnosis=linked[n]) for n, f in found.items()}
-
-
-def _full_volume(
-    project: Project, engine: EngineAPI, name: str, info: ContainerInfo, log: str
-) -> Finding | None:
-    """A service that answers (reads work) but whose log says a write failed for lack of room,
-    on a volume still full: `df` runs only after such a line, to tell a disk still full from one
-    that had room made since (the line stays in the log)."""
-    volumes = project.service(name).volumes
-    if not volumes or not disk_full(log):
-        return None
-    space = volume_space(project, engine, name, info.id)
-    if space is not None and not space.full:
-        return None
-    cause = f"{DISK_FULL.cause}: {space}" if space else DISK_FULL.cause
-    return Finding(
-        Diagnosis("running, writes fail", cause, DISK_FULL.fix),
-        f"writes fail: no space left on its volume {volumes[0][0]}",
-        tuple(disk_full_lines(log)[-GIST_LINES:]),
-        full=True,
-    )
 
 
 def _ping_url(config: StackConfig, info: ContainerInfo) -> str:
@@ -321,14 +231,14 @@ VOUCHED = "ok, through mlflow"  # the detail of a service that MLflow's own use 
 
 
 def _service_probes(
-    backends: Backends, running: list[str]
+    project: Project, backends: Backends, running: list[str]
 ) -> tuple[dict[str, Probe], Probe | None]:
     """With the whole stack running, one probe of MLflow that also proves its database and its
-    bucket; else a probe per running service."""
-    if running == list(SERVICES):
+    bucket (managed or not); else a probe per running service and per managed one."""
+    if running == list(project.spec.services):
         return {}, backends.vouch()
-    probes = backends.probes()
-    return {n: probes[n] for n in running}, None
+    probes, wanted = backends.probes(), [*running, *project.external_services()]
+    return {n: probes[n] for n in SERVICES if n in wanted}, None
 
 
 def _results(
@@ -341,7 +251,7 @@ def _results(
     HTTP probe through MLflow, no database or S3 client loaded); per-service probes only for
     what it could not vouch for."""
     config = project.config
-    probes, vouch = _service_probes(backends, running)
+    probes, vouch = _service_probes(project, backends, running)
     by_service, by_served = _probe_all(
         config, {"vouch": vouch} if vouch else probes, served, project
     )
@@ -350,9 +260,16 @@ def _results(
     verdict = by_service.pop("vouch")
     if verdict.ok:
         return {n: ProbeResult(n, True, verdict.latency, VOUCHED) for n in SERVICES}, by_served
-    every = backends.probes()
-    again, _ = _probe_all(config, {n: every[n] for n in running}, [])
+    every, wanted = backends.probes(), [*running, *project.external_services()]
+    again, _ = _probe_all(config, {n: every[n] for n in SERVICES if n in wanted}, [])
     return again, by_served
+
+
+def _idle_row(config: StackConfig, name: str, managed: bool) -> Row:
+    """A service of a stack that is not running: no container (a managed one, not probed)."""
+    if managed:
+        return Row(name, name, "-", "external", None, "", None, external=True)
+    return Row(name, name, f"{config.project}-{name}", "missing", None, "", None)
 
 
 def status(
@@ -361,29 +278,30 @@ def status(
     """What runs, whether it answers, and what to do about what does not."""
     project = Project.open(config, engine=engine)
     everything = engine.containers(labels.of_project(config.project))
-    containers = {c.service: c for c in everything if c.service in SERVICES}
+    own = list(project.spec.services) if project else list(SERVICES)  # what runs as a container
+    containers = {c.service: c for c in everything if c.service in own}
     served = sorted((c for c in everything if c.service == SERVE_SERVICE), key=served_name)
     if project is None or not containers:
         _, by_served = _probe_all(config, {}, served)
         served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
-        rows = [Row(n, n, f"{config.project}-{n}", "missing", None, "", None) for n in SERVICES]
+        rows = [_idle_row(config, n, n not in own) for n in SERVICES]
         return StatusResult(
             config.project, Overall.NOT_RUNNING, rows, config.tracking_uri, served=served_list
         )
-    running = [n for n in SERVICES if n in containers and containers[n].running]
+    running = [n for n in own if n in containers and containers[n].running]
     with ThreadPoolExecutor(max_workers=1) as pool:  # read while the probes run: no wait added
         tails = pool.submit(data_logs, project, engine, containers, DISK_LOG_LINES)
         by_service, by_served = _results(
             project, backends or HostBackends(project), running, served
         )
     served_list = [_served_row(config, c, by_served.get(c.id)) for c in served]
-    findings = _findings(project, engine, containers, by_service, tails.result())
+    found = find_problems(project, engine, containers, by_service, tails.result())
     rows = [
-        _service_row(project, n, containers.get(n), by_service.get(n), findings.get(n))
+        _service_row(project, n, containers.get(n), by_service.get(n), found.get(n))
         for n in SERVICES
     ]
     extra = sorted(
-        c.name for c in everything if c.service not in (*SERVICES, SERVE_SERVICE, RELAY_SERVICE)
+        c.name for c in everything if c.service not in (*own, SERVE_SERVICE, RELAY_SERVICE)
     )
     overall = overall_status(rows, served_list)
     pending = project.state.pending_restore()

@@ -22,16 +22,18 @@ from mlstack.compose.render import store_render, write_rendered
 from mlstack.config import StackConfig
 from mlstack.config.exposure import exposure_warning
 from mlstack.engine import ContainerInfo, EngineAPI
-from mlstack.errors import Conflict, ExitCode, ImageUnavailable, MlstackError, StateError
+from mlstack.errors import ExitCode, MlstackError, StateError
 from mlstack.health import run_probe, wait_ready
+from mlstack.project import external
 from mlstack.project.backends import Backends, HostBackends
 from mlstack.project.context import SERVICES, Project, stop_grace
-from mlstack.project.ports import check_ports
+from mlstack.project.preflight import preflight, prepare_external
 from mlstack.project.reporting import Event, Reporter, Result, quiet
 from mlstack.project.watch import exited_check, with_log
 from mlstack.state import read_image_record, record_image
 
 if TYPE_CHECKING:
+    from mlstack.project.external import Made
     from mlstack.project.migration import UpgradeOutcome
 
 
@@ -40,6 +42,7 @@ class Action(str, Enum):
     RECREATED = "recreated"
     STARTED = "started"
     KEPT = "kept"
+    EXTERNAL = "external"  # a managed service (postgres.external, storage.external): no container
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class UpResult(Result):
 
     @property
     def changed(self) -> bool:
-        return any(s.action is not Action.KEPT for s in self.services)
+        return any(s.action not in (Action.KEPT, Action.EXTERNAL) for s in self.services)
 
     @property
     def output(self) -> str:
@@ -89,65 +92,6 @@ def exposed_warning(config: StackConfig) -> str | None:
         auth=config.auth,
         tls=config.tls.enabled,
     )
-
-
-# --- preflight -------------------------------------------------------------------------------
-
-
-def _existing(project: Project, engine: EngineAPI) -> dict[str, ContainerInfo]:
-    """Our existing containers by service; refuse a same-named container that is not ours."""
-    ours: dict[str, ContainerInfo] = {}
-    for name, spec in project.spec.services.items():
-        info = engine.inspect(spec.container_name)
-        if info is None:
-            continue
-        if info.project != project.name:
-            raise Conflict(
-                f"a container named {spec.container_name} exists and is not part of mlstack "
-                f"project {project.name!r}",
-                "remove or rename that container, or choose another project name "
-                "(set project in mlstack.yaml or --project)",
-            )
-        ours[name] = info
-    return ours
-
-
-def _ensure_images(
-    project: Project, engine: EngineAPI, policy: PullPolicy, report: Reporter
-) -> None:
-    services = project.spec.services
-    for image in dict.fromkeys(s.image for s in services.values()):
-        # The service names are the config's sections: postgres.image, storage.image, ...
-        key = next(f"{k}.image" for k, s in services.items() if s.image == image)
-        present = engine.image_id(image) is not None
-        if policy is PullPolicy.NEVER and not present:
-            raise ImageUnavailable(
-                f"image {image} is not on this machine and --pull never forbids pulling it",
-                f"pull or build it first, use --pull missing, or set {key} to an image you have",
-            )
-        if policy is PullPolicy.ALWAYS or not present:
-            report(Event("step", message=f"pulling {image}"))
-            try:
-                engine.pull(image, lambda p: report(Event("pull", pull=p)))
-            except ImageUnavailable as e:
-                e.hint = (
-                    "check the image name, your network and registry login (docker login), "
-                    f"or set {key} to an image you have (a local or mirrored one)"
-                )
-                raise
-
-
-def preflight(
-    project: Project, engine: EngineAPI, pull: PullPolicy, report: Reporter
-) -> dict[str, ContainerInfo]:
-    """Everything `up` checks before it creates anything; the existing containers by service."""
-    current = _existing(project, engine)
-    if not engine.remote:  # another machine's ports: its engine refuses a taken one itself
-        check_ports(
-            project.config, [port for info in current.values() for port in info.host_ports()]
-        )
-    _ensure_images(project, engine, pull, report)
-    return current
 
 
 # --- starting ----------------------------------------------------------------------------------
@@ -218,8 +162,9 @@ class _Starter:
             if idle and self._vouched():
                 return  # nothing to start, and MLflow's own use proves its database and bucket
             together = not restoring and self._may_start_together()
-            self._start(pool, names if together else ["postgres", "storage"])
-            self._wait(("postgres", "storage"))
+            data = self.project.data_services()
+            self._start(pool, names if together else data)
+            self._wait(tuple(data))
             self._provision()  # MLflow (importing meanwhile) waits for its database
             if restoring:
                 self._finish_restore()
@@ -232,6 +177,8 @@ class _Starter:
                 self.backends.warm()
 
     def _start(self, pool: ThreadPoolExecutor, names: list[str]) -> None:
+        if not names:  # no data service of its own: both are managed
+            return
         self.report(Event("step", message="starting " + ", ".join(names)))
         starting = [n for n in names if self.prepared[n].start]
         list(pool.map(lambda n: self.engine.start(self.project.container(n)), starting))
@@ -298,10 +245,15 @@ class _Starter:
         )
 
     def _provision(self) -> None:
-        """Before MLflow starts: it migrates its schema into the database."""
-        self.report(Event("step", message="database and bucket"))
-        self.database_created = self.backends.ensure_databases()
-        self.bucket_created = self.backends.ensure_bucket()
+        """Before MLflow starts: it migrates its schema into the database. (A managed service
+        was provisioned by the preflight.)"""
+        data = self.project.data_services()
+        if data:
+            self.report(Event("step", message="database and bucket"))
+        if "postgres" in data:
+            self.database_created = self.backends.ensure_databases()
+        if "storage" in data:
+            self.bucket_created = self.backends.ensure_bucket()
 
     def undo(self, network_created: bool) -> None:
         """Remove the containers this `up` created or started, and the network if it created it:
@@ -327,23 +279,25 @@ def up(
     """Bring the stack to its spec and return once every service answers real requests."""
     started = time.monotonic()
     config = project.config
+    backends = backends or HostBackends(project)
     warnings = [text for text in [exposed_warning(config)] if text]
     current = preflight(project, engine, pull, report)
+    made_there = prepare_external(project, backends, report)
     project.save_secrets()
+    external.record(project.state, made_there)
+    warnings += external.retire_local(project, engine)
 
     report(Event("step", message="network and volumes"))
     network_created = engine.ensure_network(project.spec.network, project.spec.labels)
     made = {v for v in project.spec.volume_names() if engine.ensure_volume(v, project.spec.labels)}
-    fresh_database = any(v in made for v, _ in project.service("postgres").volumes)
+    if external.adopts_admin(project, made_there):
+        external.adopt_admin(project, engine, report)
+    fresh_database = _fresh_database(project, made, made_there)
     starter = _Starter(
-        project,
-        engine,
-        backends or HostBackends(project),
-        current,
-        started + timeout,
-        report,
-        fresh_database=fresh_database,
+        project, engine, backends, current, started + timeout, report, fresh_database=fresh_database
     )
+    starter.database_created = config.postgres.external is not None and fresh_database
+    starter.bucket_created = any(m.kind == "bucket" for m in made_there)
     try:
         starter.run()
     except StateError:
@@ -355,12 +309,7 @@ def up(
                 e, engine, project.container(e.service), scrub=project.scrub, service=e.service
             )
         raise
-    # What runs, for reference and plain compose; only now: a failed `up` (say, on volumes from
-    # other credentials) must not overwrite the last record of the credentials that work.
-    root, extra = project.state.root, project.render_variables()
-    write_rendered(root, config, project.secrets, compose=project.compose, extra=extra)
-    store_render(config, root, project.compose, project.in_network_name)
-    record_image(project.state, config.mlflow.image, starter.mlflow_image_id)
+    _record(project, starter)
     mlflow_start = None
     if starter.prepared["mlflow"].start:
         mlflow_start = how_it_started(engine.log_tail(project.container("mlflow"), 100))
@@ -370,6 +319,32 @@ def up(
                 "imports the server twice, so `up` takes seconds longer than it could"
             )
     return _result(project, starter, time.monotonic() - started, warnings, mlflow_start)
+
+
+def _record(project: Project, starter: _Starter) -> None:
+    """What runs, for reference and plain compose; only once `up` succeeded: a failed one (say,
+    on volumes from other credentials) must not overwrite the record of the credentials that
+    work."""
+    root, config = project.state.root, project.config
+    write_rendered(
+        root,
+        config,
+        project.secrets,
+        compose=project.compose,
+        extra=project.render_variables(),
+        external=project.external,
+    )
+    store_render(config, root, project.compose, project.in_network_name)
+    record_image(project.state, config.mlflow.image, starter.mlflow_image_id)
+
+
+def _fresh_database(project: Project, volumes: set[str], made_there: list[Made]) -> bool:
+    """The database is new (no schema yet): its volume, or the managed database, made now."""
+    if project.config.postgres.external is not None:
+        return any(
+            m.kind == "database" and m.name == project.config.postgres.database for m in made_there
+        )
+    return any(v in volumes for v, _ in project.service("postgres").volumes)
 
 
 def _result(
@@ -382,6 +357,8 @@ def _result(
     urls, prepared, ready = project.urls(), starter.prepared, starter.ready
     services = [
         ServiceOutcome(n, project.container(n), prepared[n].action, urls[n], ready.get(n))
+        if n in prepared
+        else ServiceOutcome(n, "-", Action.EXTERNAL, urls[n])
         for n in SERVICES
     ]
     return UpResult(

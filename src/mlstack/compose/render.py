@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import yaml
 
 from mlstack.compose import launcher
 from mlstack.compose.launcher import TLS_CA, TLS_CERT_FILE, TLS_KEY_FILE, launch
 from mlstack.config import StackConfig
-from mlstack.credentials import StackSecrets
+from mlstack.credentials import ExternalSecrets, StackSecrets
 from mlstack.state import write_private
 
 if TYPE_CHECKING:
@@ -83,14 +85,33 @@ AUTH_DEFAULT_PERMISSION = "NO_PERMISSIONS"
 
 def auth_ini(config: StackConfig) -> list[str]:
     """The lines of MLflow's basic-auth config for `config` (no secrets)."""
+    # No password in the URI: libpq takes it from PGPASSWORD in the container's environment.
+    uri = "postgresql+psycopg2://${POSTGRES_USER}@postgres:5432/" + config.auth_database
+    if config.postgres.external is not None:
+        # configparser reads `%` as its own interpolation: a quoted user name doubles it
+        uri = literal(backend_uri(config, config.auth_database)).replace("%", "%%")
     return [
         "[mlflow]",
         f"default_permission = {AUTH_DEFAULT_PERMISSION}",
-        # No password in the URI: libpq takes it from PGPASSWORD in the container's environment.
-        "database_uri = postgresql+psycopg2://${POSTGRES_USER}@postgres:5432/"
-        + config.auth_database,
+        f"database_uri = {uri}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
     ]
+
+
+def backend_uri(config: StackConfig, database: str | None = None) -> str:
+    """MLflow's URI of a managed PostgreSQL (postgres.external): user, host, port, database and
+    sslmode; no password (libpq reads PGPASSWORD from the environment)."""
+    external = config.postgres.external
+    assert external is not None
+    host = f"[{external.host}]" if ":" in external.host else external.host
+    user = quote(external.user, safe="")
+    name = database or config.postgres.database
+    return f"postgresql+psycopg2://{user}@{host}:{external.port}/{name}?sslmode={external.sslmode}"
+
+
+def literal(text: str) -> str:
+    """`text` as compose reads it literally: `$` doubled (compose would read a variable)."""
+    return text.replace("$", "$$")
 
 
 def api_check(timeout: float, *, auth: bool, base: str = f"http://{IN_NETWORK}:5000") -> str:
@@ -206,6 +227,7 @@ def _environment() -> jinja2.Environment:
     # JSON is YAML; unlike `tojson` (made for HTML) it leaves quotes readable.
     env.filters["json"] = json.dumps
     env.filters["yaml_list"] = yaml_list
+    env.filters["literal"] = literal
     return env
 
 
@@ -250,6 +272,7 @@ def render_compose(config: StackConfig, in_network: str = IN_NETWORK) -> str:
         auth=config.auth,
         auth_config_path=AUTH_CONFIG_PATH,
         mlflow_command=mlflow_command(config, in_network),
+        backend_uri=literal(backend_uri(config)) if config.postgres.external else "",
         wait_databases=",".join(
             [config.postgres.database] + ([config.auth_database] if config.auth else [])
         ),
@@ -297,11 +320,24 @@ def render_init(config: StackConfig) -> str:
     return _environment().from_string(_template_text(INIT_TEMPLATE)).render(c=config)
 
 
-def render_env(creds: StackSecrets, extra: Mapping[str, str] | None = None) -> str:
-    """The .env file: the secrets, and `extra` variables (the TLS certificate and key)."""
+def render_env(
+    creds: StackSecrets,
+    external: ExternalSecrets | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> str:
+    """The .env beside the compose file: the stack's secrets, `extra` variables (the TLS
+    certificate and key) and the secrets of its managed services (single-quoted when compose
+    would otherwise read `$`, `#`, spaces or quotes in them)."""
     lines = ["# Secrets for docker-compose.yml beside this file. Keep private (mode 0600)."]
-    lines += [f"{key}={value}" for key, value in {**creds.as_env(), **(extra or {})}.items()]
+    values = {**creds.as_env(), **(extra or {}), **(external.as_env() if external else {})}
+    lines += [f"{key}={_env_value(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def _env_value(value: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_./+:@%,=-]*", value) or "'" in value:
+        return value
+    return f"'{value}'"
 
 
 def write_rendered(
@@ -311,11 +347,12 @@ def write_rendered(
     *,
     compose: str | None = None,
     extra: Mapping[str, str] | None = None,
+    external: ExternalSecrets | None = None,
 ) -> tuple[Path, Path]:
     """Write docker-compose.yml (0644) and .env (0600) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     compose_path = directory / "docker-compose.yml"
     compose_path.write_text(compose or render_compose(config), encoding="utf-8")
     env_path = directory / ".env"
-    write_private(env_path, render_env(creds, extra))
+    write_private(env_path, render_env(creds, external, extra))
     return compose_path, env_path

@@ -15,7 +15,9 @@ from mlstack.compose.render import api_check
 from mlstack.engine import EngineAPI
 from mlstack.errors import NotReady
 from mlstack.health import CallableProbe, MlflowProbe, PostgresProbe, Probe, S3Probe
+from mlstack.project import external
 from mlstack.project.context import Project
+from mlstack.project.external import Made
 
 
 class Backends(Protocol):
@@ -32,6 +34,11 @@ class Backends(Protocol):
     def warm(self) -> None:
         """Have MLflow make its S3 client now (0.7 s on its first artifact call), for the next
         command's sake; returns at once."""
+        ...
+
+    def prepare_external(self) -> list[Made]:
+        """Check the managed services (postgres.external, storage.external) and create what
+        the stack needs there, before `up` makes anything of its own; what was created."""
         ...
 
     def ensure_databases(self) -> bool:
@@ -69,9 +76,11 @@ class HostBackends:
         mlflow: Probe = p.mlflow_probe()
         if engine is not None:
             mlflow = CallableProbe("mlflow", _host_and_network(p, engine, mlflow))
+        # A managed S3 API's keys may list nothing but the bucket: its probe lists that.
+        bucket = p.config.storage.bucket if p.config.storage.external else None
         return {
             "postgres": PostgresProbe("postgres", p.postgres()),
-            "storage": S3Probe("storage", p.s3()),
+            "storage": S3Probe("storage", p.s3(), bucket=bucket),
             "mlflow": mlflow,
         }
 
@@ -88,6 +97,9 @@ class HostBackends:
     def warm(self) -> None:
         p = self.project
         touch(p.tracking_uri + STORAGE_CHECK, headers=p.mlflow_headers(), cafile=p.ca_file)
+
+    def prepare_external(self) -> list[Made]:
+        return external.provision(self.project)
 
     def ensure_databases(self) -> bool:
         # deferred: psycopg2 and boto3 load only when provisioning (a no-op `up` never does)

@@ -15,7 +15,7 @@ from mlstack.compose.launcher import TLS_CA
 from mlstack.compose.render import IN_NETWORK, cached_render, in_network_url
 from mlstack.compose.services import StackSpec, from_compose
 from mlstack.config import StackConfig
-from mlstack.credentials import AUTH_KEYS, StackSecrets
+from mlstack.credentials import AUTH_KEYS, ExternalSecrets, StackSecrets
 from mlstack.engine import EngineAPI, ServiceSpec
 from mlstack.errors import NotRunning
 from mlstack.health import MlflowProbe, run_probe
@@ -26,6 +26,11 @@ from mlstack.state import ProjectState
 
 SERVICES = ("postgres", "storage", "mlflow")
 STOP_GRACE = {"postgres": 20.0}  # PostgreSQL gets time for a clean shutdown checkpoint
+
+
+# What the compose file reads for a managed service's secret that a reading command could not
+# read (`need_external=False`): the render needs a value, nothing uses it.
+_EXTERNAL_STAND_INS = dict.fromkeys(ExternalSecrets("-", "-", "-").as_env(), "not-read")
 
 
 def stop_grace(service: str) -> float:
@@ -44,6 +49,9 @@ class Project:
     secrets_created: bool = False
     secrets_added: tuple[str, ...] = ()  # keys an older secrets file lacked, generated now
     tls: ServerTls | None = None  # with `tls`: what MLflow serves and its clients trust
+    # The password and keys of managed services (postgres.external, storage.external), read
+    # from where the config names them; never stored but in the rendered .env (0600).
+    external: ExternalSecrets = field(default_factory=ExternalSecrets)
     # On a remote engine: the services' in-network ports, forwarded to this machine.
     relay: Relay | None = field(default=None, compare=False)
 
@@ -55,11 +63,14 @@ class Project:
         create_secrets: bool = False,
         save: bool = True,
         engine: EngineAPI | None = None,
+        need_external: bool = True,
     ) -> Project | None:
         """The project for `config`; None when it has never been brought up (no secrets yet).
 
         With `create_secrets`, missing secrets are generated, and stored unless `save` is False:
         `up` stores them only once its preflight passed, so a refused `up` leaves no state.
+        The secrets of managed services are read now: one missing is a ConfigError, unless not
+        `need_external` (a command that only reads logs).
         """
         state = ProjectState.for_project(config.project)
         loaded = credentials.load(state)
@@ -73,8 +84,9 @@ class Project:
         else:
             creds = loaded
         tls = server_tls(config, state, create=create_secrets)
+        external = credentials.external_secrets(config, strict=need_external)
         compose = cached_render(config, state.root, tls.name if tls else IN_NETWORK)
-        variables = creds.as_env()
+        variables = {**creds.as_env(), **_EXTERNAL_STAND_INS, **external.as_env()}
         if not creds.has_auth:
             # A secrets file from before auth existed: the next `up` adds the login. Until then
             # the reading commands render with stand-ins (`status` then shows MLflow's config
@@ -85,14 +97,15 @@ class Project:
         spec = from_compose(compose, variables)
         relay = None
         if engine is not None and engine.remote:
-            network = spec.network
             relay = Relay(
                 engine,
                 relay_spec(config.project, config.mlflow.image, config.labels),
-                network,
+                spec.network,
                 spec.labels,
             )
-        project = cls(config, state, creds, spec, compose, loaded is None, added, tls, relay)
+        project = cls(
+            config, state, creds, spec, compose, loaded is None, added, tls, external, relay
+        )
         if save:
             project.save_secrets()
         return project
@@ -109,6 +122,16 @@ class Project:
 
     def service(self, name: str) -> ServiceSpec:
         return self.spec.services[name]
+
+    def external_services(self) -> list[str]:
+        """The services run elsewhere (postgres.external, storage.external): no container."""
+        c = self.config
+        found = [("postgres", c.postgres.external), ("storage", c.storage.external)]
+        return [name for name, external in found if external is not None]
+
+    def data_services(self) -> list[str]:
+        """The data services the stack runs itself, as containers."""
+        return [name for name in ("postgres", "storage") if name in self.spec.services]
 
     def container(self, service: str) -> str:
         """The container name of one of the stack's services."""
@@ -134,13 +157,35 @@ class Project:
         return inside
 
     def postgres(self) -> PgTarget:
-        """The stack's PostgreSQL as a client on this machine reaches it."""
+        """The stack's PostgreSQL as a client on this machine reaches it (a managed one at its
+        own address)."""
         c, s = self.config, self.secrets
+        external = c.postgres.external
+        if external is not None:
+            return PgTarget(
+                external.host,
+                external.port,
+                external.user,
+                self.external.postgres_password,
+                c.postgres.database,
+                sslmode=external.sslmode,
+                external=external.password_source,
+            )
         host, port = self.reach("postgres", 5432, c.postgres.port)
         return PgTarget(host, port, s.POSTGRES_USER, s.POSTGRES_PASSWORD, c.postgres.database)
 
     def s3(self) -> S3Target:
         c = self.config
+        external = c.storage.external
+        if external is not None:
+            return S3Target(
+                external.endpoint,
+                self.external.s3_access_key,
+                self.external.s3_secret_key,
+                region=external.region,
+                addressing_style=external.addressing_style,
+                external=" and ".join(external.key_sources),
+            )
         host, port = self.reach("storage", c.storage.container_port, c.storage.port)
         return S3Target(
             f"http://{host}:{port}", self.secrets.S3_ACCESS_KEY, self.secrets.S3_SECRET_KEY
@@ -205,15 +250,22 @@ class Project:
 
     def scrub(self, text: str) -> str:
         """`text` with every secret value masked: logs may echo credentials."""
-        for value in self.secrets.values():
+        for value in [*self.secrets.values(), *self.external.values()]:
             text = text.replace(value, "****")
         return text
 
     def urls(self) -> dict[str, str]:
+        """Where each service is, without secrets (a managed one at its own address)."""
         c = self.config
+        pg, s3 = c.postgres.external, c.storage.external
+        database = f"postgresql://{c.private_host}:{c.postgres.port}/{c.postgres.database}"
+        if pg is not None:
+            target = self.postgres()
+            database = f"postgresql://{target.user}@{target.where}/{target.database}"
+            database += f"?sslmode={pg.sslmode}"
         return {
-            "postgres": f"postgresql://{c.private_host}:{c.postgres.port}/{c.postgres.database}",
-            "storage": c.s3_endpoint,
+            "postgres": database,
+            "storage": s3.endpoint if s3 is not None else c.s3_endpoint,
             "mlflow": c.tracking_uri,
         }
 
@@ -253,8 +305,9 @@ def require_running(config: StackConfig, engine: EngineAPI, command: str) -> Pro
 
 
 def require_data_services(project: Project, engine: EngineAPI, command: str) -> None:
-    """NotRunning unless the stack's PostgreSQL and S3 containers run (`backup`, `restore`)."""
-    for name in ("postgres", "storage"):
+    """NotRunning unless the stack's PostgreSQL and S3 containers run (`backup`, `restore`); a
+    managed one has none."""
+    for name in project.data_services():
         info = engine.inspect(project.container(name))
         if info is None or not info.running:
             raise not_running(project.config, command)

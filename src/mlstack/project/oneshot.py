@@ -46,7 +46,9 @@ def backend_on(project: Project, database: str | None) -> dict[str, str]:
     if database is None:
         return {}
     uri = project.service("mlflow").environment["MLFLOW_BACKEND_STORE_URI"]
-    return {"MLFLOW_BACKEND_STORE_URI": uri.rsplit("/", 1)[0] + "/" + database}
+    base, query = uri.partition("?")[::2]  # a managed server's URI ends with ?sslmode=...
+    renamed = base.rsplit("/", 1)[0] + "/" + database
+    return {"MLFLOW_BACKEND_STORE_URI": renamed + (f"?{query}" if query else "")}
 
 
 def _server_environment(project: Project) -> dict[str, str]:

@@ -26,7 +26,9 @@ from mlstack.engine import EngineAPI
 from mlstack.errors import ProvisionError
 from mlstack.project.context import Project
 from mlstack.project.oneshot import backend_on, run_on_database
+from mlstack.project.pgtools import pg_tools
 from mlstack.project.reporting import Event, Reporter
+from mlstack.project.snapshot import object_keys
 from mlstack.state import write_private
 
 KEYS = "restore-keys.json"
@@ -116,12 +118,12 @@ def stage(
     """Step 1: the archive's data beside the stack's own; nothing of the stack changes. With
     users (`auth`), the stack's admin login is set in them with MLflow `image`."""
     _write_journal(project, journal, sorted(objects))
-    target, container = project.postgres(), project.container("postgres")
-    for database, dump in dumps.items():
-        report(Event("step", message=f"restoring the database into {journal.staged[database]}"))
-        postgres.restore(
-            engine, container, target.on(journal.staged[database]), dump, project.scrub
-        )
+    target = project.postgres()
+    with pg_tools(project, engine, report) as tools:
+        for database, dump in dumps.items():
+            into = journal.staged[database]
+            report(Event("step", message=f"restoring the database into {into}"))
+            postgres.restore(engine, tools, target.on(into), dump, project.scrub)
     auth = journal.staged.get(project.config.auth_database)
     if project.config.auth and auth is not None:
         report(Event("step", message="setting the stack's admin login in the restored users"))
@@ -182,9 +184,9 @@ def place_objects(project: Project, journal: Journal, report: Reporter) -> None:
         target, bucket, [(journal.prefix + k, k) for k in keys if journal.prefix + k in staged]
     )
     wanted = set(keys)
-    extra = [
-        k for k in s3.list_keys(target, bucket) if k not in wanted and not k.startswith(STAGING)
-    ]
+    present = object_keys(project)  # in a managed bucket, only MLflow's: the rest is not ours
+    present = s3.list_keys(target, bucket) if present is None else present
+    extra = [k for k in present if k not in wanted and not k.startswith(STAGING)]
     s3.delete(target, bucket, extra)
     s3.delete(target, bucket, sorted(staged))
     for old in reversed(journal.old.values()):  # the marker last
