@@ -558,6 +558,19 @@ def test_only_mlflows_keys_of_a_managed_bucket_are_its_own() -> None:
     assert not managed.mlflow_key(".mlstack-restore/t/1/x")
 
 
+@pytest.mark.parametrize(
+    ("detail", "cause"),
+    [
+        ('S3 at http://h:40312: Read timeout on endpoint URL: "http://h:40312/b"', "not answer"),
+        ("S3 at http://h:9000: An error occurred (403) when calling the HeadBucket", "may not"),
+        ("S3 at http://h:4404: Could not connect to the endpoint URL", "does not answer"),
+        ('cannot connect: FATAL:  database "team" does not exist', "database does not exist"),
+    ],
+)
+def test_a_code_in_a_port_is_not_mistaken_for_the_servers_answer(detail: str, cause: str) -> None:
+    assert cause in diagnose("storage", detail).cause
+
+
 def test_an_unknown_probe_failure_still_gets_a_fix() -> None:
     found = diagnose("postgres", "something odd")
     assert found.cause == "something odd" and "postgres.external" in found.fix

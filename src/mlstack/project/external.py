@@ -9,6 +9,7 @@ what is left there and how to remove it by hand.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from mlstack.adapters.targets import PgTarget
@@ -168,35 +169,37 @@ def purge_notes(config: StackConfig, state: ProjectState) -> list[str]:
 
 # --- status ------------------------------------------------------------------------------------
 
+# (a pattern of the probe's detail, cause, fix); {section} is postgres or storage. S3's codes
+# only as botocore quotes them, "(AccessDenied)": a bare "403" may be part of a port or a URL.
 _FAULTS = (
-    # (words in the probe's detail, cause, fix); {section} is postgres or storage
     (
-        ("rejected the password", "password authentication failed"),
+        r"rejected the password|password authentication failed",
         "the managed PostgreSQL rejects the password",
         "put the right password where postgres.external names it, then `mlstack up`",
     ),
     (
-        ("InvalidAccessKeyId", "SignatureDoesNotMatch"),
+        r"\((InvalidAccessKeyId|SignatureDoesNotMatch)\)",
         "the managed S3 API rejects the keys",
         "put the right keys where storage.external names them, then `mlstack up`",
     ),
     (
-        ("NoSuchBucket",),
+        r"\((NoSuchBucket|404)\)",
         "the bucket does not exist (any more)",
         "create it, or run `mlstack up`: it creates it when the keys may",
     ),
     (
-        ("AccessDenied", "403"),
+        r"\((AccessDenied|403)\)",
         "the keys may not list the bucket (AccessDenied)",
         "grant the keys s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on it",
     ),
     (
-        ("does not exist",),
+        r'database "[^"]+" does not exist',
         "the database does not exist (any more)",
         "run `mlstack up`: it creates it when the user may, or restore a backup",
     ),
     (
-        ("timeout", "timed out", "refused", "could not translate", "Could not connect", "resolve"),
+        r"(?i)timeout|timed out|refused|could not translate host|could not connect to the "
+        r"endpoint|name or service not known|name resolution|no route to host",
         "the managed server does not answer",
         "check {section}.external (address, port) and the network from here and from Docker",
     ),
@@ -205,8 +208,8 @@ _FAULTS = (
 
 def diagnose(service: str, detail: str) -> Diagnosis:
     """Why a managed service's probe fails, and what fixes it."""
-    for words, cause, fix in _FAULTS:
-        if any(w in detail for w in words):
+    for pattern, cause, fix in _FAULTS:
+        if re.search(pattern, detail):
             return Diagnosis("external, probe failing", cause, fix.format(section=service))
     return Diagnosis(
         "external, probe failing",
