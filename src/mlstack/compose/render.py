@@ -48,8 +48,8 @@ def allowed_hosts(config: StackConfig) -> list[str]:
     """Host headers MLflow accepts: the published host:port and the in-network names, nothing else."""
     port = config.mlflow.port
     hosts = [f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"]
-    if config.bind not in ("127.0.0.1", "::1", "0.0.0.0", "::"):
-        hosts.append(f"{config.client_host}:{port}")
+    if config.host or config.bind not in ("127.0.0.1", "::1", "0.0.0.0", "::"):
+        hosts.append(f"{config.client_host}:{port}")  # the name clients use (`host`)
     if config.bind in ("0.0.0.0", "::"):
         # Published on every interface: whatever name the machine is reached by, on this port.
         hosts.append(f"*:{port}")
@@ -57,7 +57,7 @@ def allowed_hosts(config: StackConfig) -> list[str]:
         f"mlflow:{MLFLOW_CONTAINER_PORT}",
         f"{config.project}-mlflow:{MLFLOW_CONTAINER_PORT}",
     ]
-    return hosts
+    return list(dict.fromkeys(hosts))
 
 
 # MLflow reads its basic-auth settings from an ini file only (the admin login may also come from

@@ -1,0 +1,250 @@
+"""mlstack on a remote engine, through each way a user reaches one: ssh://root@IP (the system's
+ssh client), tcp://IP:2376 with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, and a docker context
+(written here into the user's ~/.docker, as `docker context create` writes it). The server is
+the Docker-in-Docker container of the `remote` fixture, addressed by its bridge address.
+
+Every CLI call is `python -m mlstack` as its own process, in a session of its own (no
+controlling terminal: ssh cannot ask about an unknown host key, as in CI), with the user's
+environment of the case; bad inputs end with one `error:` line, their exit code, and nothing
+left behind (no state dir, no object on either engine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlstack import labels
+from mlstack.config.endpoint import context_id
+from mlstack.engine.docker import DockerEngine as Engine
+from mlstack.errors import ExitCode
+
+from .conftest import REPO, free_ports, offline_images
+from .remote_server import RemoteServer
+
+WAYS = ("ssh", "tls", "context")
+
+
+def write_context(
+    docker_dir: Path, name: str, host: str, certs: Path | None = None, current: bool = False
+) -> None:
+    """A docker context as the CLI stores it: meta.json under the sha256 of its name, and its
+    TLS files beside, under contexts/tls/<sha256>/docker/."""
+    meta = docker_dir / "contexts" / "meta" / context_id(name)
+    meta.mkdir(parents=True)
+    endpoint = {"Host": host, "SkipTLSVerify": False}
+    body = {"Name": name, "Metadata": {}, "Endpoints": {"docker": endpoint}}
+    (meta / "meta.json").write_text(json.dumps(body))
+    if certs is not None:
+        tls = docker_dir / "contexts" / "tls" / context_id(name) / "docker"
+        tls.mkdir(parents=True)
+        for file in ("ca.pem", "cert.pem", "key.pem"):
+            shutil.copy(certs / file, tls / file)
+    if current:
+        (docker_dir / "config.json").write_text(json.dumps({"currentContext": name}))
+
+
+@dataclass
+class User:
+    """A user of the server: a home (with ~/.docker), a working dir and a project."""
+
+    remote: RemoteServer
+    home: Path
+    work: Path
+    state: Path
+    project: str
+    mlflow_port: int
+
+    def env(self, way: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSTACK_", "DOCKER_"))}
+        src = str(REPO / "src")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+        env.update(HOME=str(self.home), MLSTACK_STATE_DIR=str(self.state))
+        if way == "ssh":
+            env["DOCKER_HOST"] = self.remote.ssh_url
+            env["PATH"] = f"{self.remote.ssh_path}{os.pathsep}{env['PATH']}"
+        elif way == "tls":
+            env.update(self.remote.tls_env())
+        elif way == "context":
+            write_context(self.docker_dir, "team", self.remote.tcp_url, self.remote.certs, True)
+        env.update(extra)
+        return env
+
+    @property
+    def docker_dir(self) -> Path:
+        return self.home / ".docker"
+
+    def cli(self, env: Mapping[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlstack", "-c", "mlstack.yaml", *argv],
+            cwd=self.work,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            start_new_session=True,  # no controlling terminal, as in CI
+        )
+
+
+@pytest.fixture
+def user(remote: RemoteServer, tmp_path: Path) -> User:
+    home, work = tmp_path / "home", tmp_path / "work-remote"
+    (home / ".docker").mkdir(parents=True)
+    work.mkdir()
+    project = f"mlr-{uuid.uuid4().hex[:8]}"
+    ports = free_ports(3)
+    config: dict[str, Any] = offline_images("seaweedfs")
+    config.update(project=project, bind="0.0.0.0", auth=True)  # no `host`: the engine's
+    config["storage"]["port"], config["postgres"]["port"], config["mlflow"]["port"] = ports
+    (work / "mlstack.yaml").write_text(yaml.safe_dump(config))
+    return User(remote, home, work, tmp_path / "state", project, ports[2])
+
+
+def objects(engine: Engine, project: str) -> list[str]:
+    """Every container, network and volume of `project` on an engine."""
+    api, label = engine._api, {"label": f"{labels.PROJECT}={project}"}
+    return sorted(
+        [c["Names"][0] for c in api.containers(all=True, filters=label)]
+        + [n["Name"] for n in api.networks(filters=label)]
+        + [v["Name"] for v in api.volumes(filters=label).get("Volumes") or []]
+    )
+
+
+# --- connecting, and `host` from the engine -----------------------------------------------------
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_status_and_config_through_each_way(user: User, way: str, engine: Engine) -> None:
+    env = user.env(way)
+    status = user.cli(env, "status", "--json")
+    assert status.returncode == ExitCode.NOT_RUNNING, status.stderr
+    assert (
+        json.loads(status.stdout)["tracking_uri"] == f"http://{user.remote.ip}:{user.mlflow_port}"
+    )
+    assert status.stderr == ""
+    shown = user.cli(env, "config", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["host"] == user.remote.ip
+    printed = user.cli(env, "env", "--format", "json")
+    assert printed.returncode == 0, printed.stderr
+    tracking_uri = f"http://{user.remote.ip}:{user.mlflow_port}"
+    assert json.loads(printed.stdout)["MLFLOW_TRACKING_URI"] == tracking_uri
+
+
+def test_docker_host_wins_over_the_current_context_and_says_so(user: User) -> None:
+    write_context(user.docker_dir, "elsewhere", "tcp://127.0.0.1:9", current=True)
+    status = user.cli(user.env("tls"), "status", "--json")
+    assert status.returncode == ExitCode.NOT_RUNNING, status.stderr
+    assert status.stderr.splitlines() == [
+        "warning: DOCKER_HOST overrides the docker context 'elsewhere'; unset DOCKER_HOST to "
+        "use the context"
+    ]
+
+
+def test_docker_context_names_one_of_several(user: User) -> None:
+    write_context(user.docker_dir, "team-ssh", user.remote.ssh_url)
+    env = user.env("context", DOCKER_CONTEXT="team-ssh")
+    env["PATH"] = f"{user.remote.ssh_path}{os.pathsep}{env['PATH']}"
+    status = user.cli(env, "status", "--json")
+    assert status.returncode == ExitCode.NOT_RUNNING, status.stderr
+
+
+# --- bad inputs: one line, its exit code, nothing left behind -----------------------------------
+
+
+def _certs_without(user: User, missing: str) -> Path:
+    directory = user.home / f"certs-without-{missing}"
+    shutil.copytree(user.remote.certs, directory)
+    (directory / missing).unlink()
+    return directory
+
+
+def _client_of_another_ca(user: User) -> Path:
+    directory = user.home / "client-of-another-ca"
+    shutil.copytree(user.remote.wrong_certs, directory)
+    shutil.copy(user.remote.certs / "ca.pem", directory / "ca.pem")  # trusts the server
+    return directory
+
+
+def _bad_context(user: User) -> dict[str, str]:
+    write_context(user.docker_dir, "bad-ca", user.remote.tcp_url, user.remote.wrong_certs)
+    return {"DOCKER_CONTEXT": "bad-ca"}
+
+
+BAD: dict[str, tuple[Any, ExitCode, list[str]]] = {
+    "ssh-host-key-unknown": (
+        lambda u: {"DOCKER_HOST": u.remote.ssh_url, "PATH": f"{u.remote.ssh_unknown_path}:{os.environ['PATH']}"},
+        ExitCode.ENGINE,
+        ["at ssh://root@{ip} (DOCKER_HOST) is not reachable over ssh:", "Host key verification failed", "known_hosts", "never accepts one itself"],
+    ),
+    "tls-ca-that-signed-nothing-of-the-server": (
+        lambda u: u.remote.tls_env(u.remote.wrong_certs),
+        ExitCode.ENGINE,
+        ["at tcp://{ip}:2376 (DOCKER_HOST) is not reachable:", "its TLS certificate is not signed by", "wrong-certs/ca.pem"],
+    ),
+    "tls-client-certificate-of-another-ca": (
+        lambda u: u.remote.tls_env(_client_of_another_ca(u)),
+        ExitCode.ENGINE,
+        ["at tcp://{ip}:2376 (DOCKER_HOST) is not reachable", "client certificate"],
+    ),
+    "tls-ca-file-missing": (
+        lambda u: u.remote.tls_env(_certs_without(u, "ca.pem")),
+        ExitCode.USAGE,
+        ["TLS verification is on but", "certs-without-ca.pem/ca.pem does not exist", "DOCKER_CERT_PATH"],
+    ),
+    "tls-key-file-missing": (
+        lambda u: u.remote.tls_env(_certs_without(u, "key.pem")),
+        ExitCode.USAGE,
+        ["certs-without-key.pem/key.pem does not exist beside", "DOCKER_CERT_PATH"],
+    ),
+    "plain-http-to-the-tls-port": (
+        lambda u: {"DOCKER_HOST": u.remote.tcp_url},
+        ExitCode.ENGINE,
+        ["at tcp://{ip}:2376 (DOCKER_HOST) speaks TLS and the endpoint has none", "DOCKER_TLS_VERIFY=1"],
+    ),
+    "context-with-a-ca-that-signed-nothing": (
+        _bad_context,
+        ExitCode.ENGINE,
+        ["at tcp://{ip}:2376 (context bad-ca) is not reachable:", "its TLS certificate is not signed by"],
+    ),
+    "context-that-does-not-exist": (
+        lambda u: {"DOCKER_CONTEXT": "tema"},
+        ExitCode.USAGE,
+        ["docker context 'tema' (from DOCKER_CONTEXT) does not exist", "default, team"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input(user: User, engine: Engine, remote: RemoteServer, case: str) -> None:
+    make_env, code, words = BAD[case]
+    base = user.env("context")  # a valid context "team" exists and is current
+    env = {**base, **make_env(user)}
+    done = user.cli(env, "up", "--timeout", "60")
+    lines = done.stderr.splitlines()
+    print(f"{case}: exit {done.returncode}: {done.stderr}")  # with -s: the catalogue
+    assert done.returncode == code, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "; hint: " in lines[0], lines
+    for word in words:
+        assert word.format(ip=remote.ip) in lines[0]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not user.state.exists()
+    inner = remote.engine()
+    try:
+        assert objects(inner, user.project) == []
+    finally:
+        inner.close()
+    assert objects(engine, user.project) == []
