@@ -113,6 +113,14 @@ class RemoteServer:
         """The server's engine through tcp with TLS, for the test's own checks."""
         return DockerEngine.connect(timeout, self.tls_endpoint)
 
+    def load_images(self, source: DockerEngine, refs: list[str]) -> None:
+        """The images from this machine's engine, as `docker save | docker load` carries them."""
+        inner = self.engine()
+        try:
+            load_images(source._api, inner._api, refs)
+        finally:
+            inner.close()
+
 
 # --- keys ---------------------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,8 +31,9 @@ from mlstack import labels
 from mlstack.config.endpoint import context_id
 from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import ExitCode
+from tests.secret_scan import assert_no_secrets, secret_values
 
-from .conftest import REPO, free_ports, offline_images
+from .conftest import REPO, client_process_env, free_ports, offline_images, run_client
 from .remote_server import RemoteServer
 
 WAYS = ("ssh", "tls", "context")
@@ -42,13 +45,13 @@ def write_context(
     """A docker context as the CLI stores it: meta.json under the sha256 of its name, and its
     TLS files beside, under contexts/tls/<sha256>/docker/."""
     meta = docker_dir / "contexts" / "meta" / context_id(name)
-    meta.mkdir(parents=True)
+    meta.mkdir(parents=True, exist_ok=True)
     endpoint = {"Host": host, "SkipTLSVerify": False}
     body = {"Name": name, "Metadata": {}, "Endpoints": {"docker": endpoint}}
     (meta / "meta.json").write_text(json.dumps(body))
     if certs is not None:
         tls = docker_dir / "contexts" / "tls" / context_id(name) / "docker"
-        tls.mkdir(parents=True)
+        tls.mkdir(parents=True, exist_ok=True)
         for file in ("ca.pem", "cert.pem", "key.pem"):
             shutil.copy(certs / file, tls / file)
     if current:
@@ -65,6 +68,11 @@ class User:
     state: Path
     project: str
     mlflow_port: int
+    config: dict[str, Any]
+
+    def configure(self, **keys: Any) -> None:
+        self.config.update(keys)
+        (self.work / "mlstack.yaml").write_text(yaml.safe_dump(self.config))
 
     def env(self, way: str, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSTACK_", "DOCKER_"))}
@@ -85,7 +93,19 @@ class User:
     def docker_dir(self) -> Path:
         return self.home / ".docker"
 
+    @property
+    def secrets_file(self) -> Path:
+        return self.state / self.project / "secrets.env"
+
     def cli(self, env: Mapping[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+        """`mlstack -c mlstack.yaml ARGV` as its own process; fails on any printed secret."""
+        before = secret_values(self.secrets_file)
+        done = self._run(env, *argv)
+        values = before | secret_values(self.secrets_file)
+        assert_no_secrets(argv, values, done.stdout, done.stderr)
+        return done
+
+    def _run(self, env: Mapping[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mlstack", "-c", "mlstack.yaml", *argv],
             cwd=self.work,
@@ -109,8 +129,9 @@ def user(remote: RemoteServer, tmp_path: Path) -> User:
     config: dict[str, Any] = offline_images("seaweedfs")
     config.update(project=project, bind="0.0.0.0", auth=True)  # no `host`: the engine's
     config["storage"]["port"], config["postgres"]["port"], config["mlflow"]["port"] = ports
-    (work / "mlstack.yaml").write_text(yaml.safe_dump(config))
-    return User(remote, home, work, tmp_path / "state", project, ports[2])
+    user = User(remote, home, work, tmp_path / "state", project, ports[2], config)
+    user.configure()
+    return user
 
 
 def objects(engine: Engine, project: str) -> list[str]:
@@ -248,3 +269,105 @@ def test_bad_input(user: User, engine: Engine, remote: RemoteServer, case: str) 
     finally:
         inner.close()
     assert objects(engine, user.project) == []
+
+
+# --- the whole lifecycle, a client on this machine logging to the server -------------------------
+
+CLIENT = textwrap.dedent(
+    """
+    import json, sys
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    name = "remote-model"
+    if sys.argv[1] == "write":
+        mlflow.set_experiment("remote")
+        with mlflow.start_run() as run:
+            mlflow.log_params({"c": 1.0, "way": sys.argv[2]})
+            for step in range(3):
+                mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+            mlflow.log_text("logged from this machine", "notes/hello.txt")
+            model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), [0, 0, 1, 1])
+            mlflow.sklearn.log_model(model, name="model", registered_model_name=name)
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("remote").experiment_id])
+    model = mlflow.sklearn.load_model(f"models:/{name}/1")
+    print(json.dumps({
+        "run": run.info.run_id,
+        "params": run.data.params,
+        "history": [m.value for m in client.get_metric_history(run.info.run_id, "loss")],
+        "notes": mlflow.artifacts.load_text(run.info.artifact_uri + "/notes/hello.txt"),
+        "predicted": [int(p) for p in model.predict(np.array([[0.0], [3.0]]))],
+    }))
+    """
+)
+
+
+def client(user: User, env: Mapping[str, str], *args: str) -> dict[str, Any]:
+    """A tracking client on this machine with what `mlstack env --show-secrets` printed."""
+    printed = user.cli(env, "env", "--format", "json", "--show-secrets")
+    assert printed.returncode == 0, printed.stderr
+    variables = json.loads(printed.stdout)
+    assert variables["MLFLOW_TRACKING_URI"] == f"http://{user.remote.ip}:{user.mlflow_port}"
+    done = run_client(["-c", CLIENT, *args], client_process_env(variables))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def timed(
+    user: User, env: Mapping[str, str], *argv: str
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.monotonic()
+    done = user.cli(env, *argv)
+    return time.monotonic() - started, done
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_lifecycle_through_each_way(
+    user: User, way: str, engine: Engine, remote: RemoteServer
+) -> None:
+    images = offline_images("seaweedfs")
+    remote.load_images(
+        engine, [images["postgres"]["image"], images["storage"]["image"], images["mlflow"]["image"]]
+    )
+    user.configure(host=remote.ip)  # as the engine's address would fill it; said explicitly
+    env = user.env(way)
+    inner = remote.engine()
+    try:
+        took_up, up = timed(user, env, "up")
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.strip() == f"http://{remote.ip}:{user.mlflow_port}"
+        took_status, status = timed(user, env, "status", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        report = json.loads(status.stdout)
+        assert report["overall"] == "healthy"
+        assert report["tracking_uri"] == f"http://{remote.ip}:{user.mlflow_port}"
+        print(f"\n{way}: up {took_up:.1f} s, status {took_status:.1f} s")
+
+        written = client(user, env, "write", way)
+        assert written["params"] == {"c": "1.0", "way": way}
+        assert written["history"] == pytest.approx([1.0, 0.5, 1 / 3])
+        assert written["notes"] == "logged from this machine"
+        assert written["predicted"] == [0, 1]
+
+        down = user.cli(env, "down")
+        assert down.returncode == 0, down.stderr
+        assert objects(inner, user.project) == [
+            f"{user.project}-postgres-data",
+            f"{user.project}-storage-data",
+        ]
+        again = user.cli(env, "up")
+        assert again.returncode == 0, again.stderr
+        assert client(user, env, "read") == written  # the same run, artifact and model
+
+        purge = user.cli(env, "down", "--purge", "--yes")
+        assert purge.returncode == 0, purge.stderr
+        assert objects(inner, user.project) == []
+        assert not (user.state / user.project).exists()
+    finally:
+        if objects(inner, user.project):  # a failed test: its stack goes with it
+            user._run(env, "down", "--purge", "--yes")
+        inner.close()
+    assert objects(engine, user.project) == []  # nothing ever ran on this machine's engine

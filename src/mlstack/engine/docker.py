@@ -6,6 +6,7 @@ mlstack errors; the original stays attached as the cause (`--debug` prints it).
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -37,6 +38,7 @@ from mlstack.errors import (
 
 _HINT = "see `mlstack status`; rerun with --debug for Docker's own error"
 LOCAL = Endpoint(DEFAULT_HOST)
+SSH_LOGINS = 4  # ssh logins started at once (sshd's MaxStartups drops some beyond 10)
 
 
 @contextmanager
@@ -98,6 +100,7 @@ class DockerEngine(ContainerCalls):
     def __init__(self, client: docker.DockerClient, endpoint: Endpoint = LOCAL) -> None:
         self._client = client
         self._endpoint = endpoint
+        self._logins = threading.BoundedSemaphore(SSH_LOGINS if endpoint.ssh else 64)
         # The low-level API: full control over create/networking; its stubs are looser than it.
         self._api: Any = client.api
         self._forwarders: list[Forwarder] = []
@@ -214,8 +217,10 @@ class DockerEngine(ContainerCalls):
             self._api.remove_volume(name, force=True)
 
     def exec_stream(self, name_or_id: str, command: list[str]) -> Stream:
-        """An exec with stdin attached: its raw socket (stdout and stderr multiplexed)."""
-        with self._translated(f"exec in {name_or_id}"):
+        """An exec with stdin attached: its raw socket (stdout and stderr multiplexed). Over ssh
+        each is a new login, and sshd drops logins beyond MaxStartups (10 at once by default):
+        a few start at a time."""
+        with self._logins, self._translated(f"exec in {name_or_id}"):
             sock = self._api.exec_start(
                 self._api.exec_create(name_or_id, command, stdin=True), socket=True
             )
