@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ import pytest
 import yaml
 
 from mlstack import labels
-from mlstack.config.endpoint import context_id
+from mlstack.config.endpoint import Endpoint, context_id
 from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import ExitCode
 from tests.secret_scan import assert_no_secrets, secret_values
@@ -371,3 +372,82 @@ def test_lifecycle_through_each_way(
             user._run(env, "down", "--purge", "--yes")
         inner.close()
     assert objects(engine, user.project) == []  # nothing ever ran on this machine's engine
+
+
+@pytest.mark.parametrize("way", ["ssh", "tls"])
+def test_the_relay_carries_every_connection(
+    user: User, way: str, engine: Engine, remote: RemoteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections forwarded through the engine, several at once, each to its end: over TLS
+    (one socket read and written by two threads) and over ssh (one login each)."""
+    import psycopg2
+
+    images = offline_images("seaweedfs")
+    postgres_image, relay_image = images["postgres"]["image"], images["mlflow"]["image"]
+    remote.load_images(engine, [postgres_image, relay_image])
+    if way == "ssh":
+        monkeypatch.setenv("PATH", f"{remote.ssh_path}{os.pathsep}{os.environ['PATH']}")
+        through = Engine.connect(60, Endpoint(remote.ssh_url, "DOCKER_HOST"))
+    else:
+        through = remote.engine(60)
+    api, net = through._api, f"{user.project}-net"
+    tag = {labels.PROJECT: user.project}
+    try:
+        api.create_network(net, driver="bridge", labels=tag)
+        endpoint = api.create_networking_config({net: api.create_endpoint_config(aliases=["db"])})
+        api.create_container(
+            postgres_image,
+            name=f"{user.project}-db",
+            labels=tag,
+            environment={"POSTGRES_PASSWORD": "pw"},
+            host_config=api.create_host_config(network_mode=net),
+            networking_config=endpoint,
+        )
+        api.create_container(
+            relay_image,
+            name=f"{user.project}-relay",
+            labels=tag,
+            entrypoint=["sleep", "infinity"],
+            host_config=api.create_host_config(network_mode=net),
+        )
+        api.start(f"{user.project}-db")
+        api.start(f"{user.project}-relay")
+        host, port = through.forward(f"{user.project}-relay", "db", 5432)
+        deadline = time.monotonic() + 60
+        while True:  # until PostgreSQL answers at all
+            try:
+                psycopg2.connect(
+                    host=host, port=port, user="postgres", password="pw", connect_timeout=10
+                ).close()
+                break
+            except psycopg2.OperationalError:
+                assert time.monotonic() < deadline, "PostgreSQL did not answer through the relay"
+                time.sleep(0.5)
+        failures: list[str] = []
+
+        def connections() -> None:
+            for _ in range(5):
+                try:
+                    with (
+                        psycopg2.connect(
+                            host=host, port=port, user="postgres", password="pw", connect_timeout=20
+                        ) as conn,
+                        conn.cursor() as cur,
+                    ):
+                        cur.execute("SELECT repeat('x', 100000)")
+                        assert len(cur.fetchone()[0]) == 100000
+                    conn.close()
+                except Exception as e:
+                    failures.append(str(e).splitlines()[0])
+
+        threads = [threading.Thread(target=connections) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert failures == []  # 40 connections, 8 at a time
+    finally:
+        for name in (f"{user.project}-relay", f"{user.project}-db"):
+            api.remove_container(name, force=True, v=True)
+        api.remove_network(net)
+        through.close()

@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from mlstack.config.endpoint import Endpoint, TlsFiles
 from mlstack.engine.connection import captured_stderr, unreachable
 from mlstack.engine.docker import DockerEngine
+from mlstack.engine.relay import one_call_at_a_time
 from mlstack.errors import EngineUnavailable, ExitCode
 from tests.pki import client_dir, leaf, make_ca
 
@@ -257,3 +259,47 @@ def test_a_missing_paramiko_says_what_to_install() -> None:
 def test_tcp_reasons(text: str, words: str) -> None:
     endpoint = Endpoint("tcp://10.1.2.3:2376", "DOCKER_HOST", tls=TlsFiles(), verify=True)
     assert words in unreachable(endpoint, ConnectionError(text)).message
+
+
+def test_a_tls_stream_carries_both_ways_at_once(tmp_path: Path) -> None:
+    """The relay reads a TLS stream in one thread and writes it in another: every byte arrives."""
+    ca = make_ca("echo")
+    cert, key = leaf(ca, "echo", "127.0.0.1")
+    (tmp_path / "server.pem").write_bytes(cert + key)
+    (tmp_path / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "server.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        conn, _ = listener.accept()
+        with server_context.wrap_socket(conn, server_side=True) as tls:
+            while data := tls.recv(65536):
+                tls.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    client_context = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+    raw = socket.create_connection(listener.getsockname()[:2])
+    tls = client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+    stream = one_call_at_a_time(tls)
+    assert stream is not tls  # wrapped; a plain socket is not
+    payload = os.urandom(1 << 20)
+
+    def send() -> None:
+        for start in range(0, len(payload), 4096):
+            stream.sendall(payload[start : start + 4096])
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    received = bytearray()
+    while len(received) < len(payload):
+        chunk = stream.recv(65536)
+        assert chunk, "the stream ended early"
+        received += chunk
+    writer.join(10)
+    assert bytes(received) == payload
+    stream.close()
+    listener.close()
+    plain = socket.socket()
+    assert one_call_at_a_time(plain) is plain
+    plain.close()

@@ -27,7 +27,7 @@ from mlstack.engine.models import (
     label_filter,
     pull_hint,
 )
-from mlstack.engine.relay import Forwarder, Stream, relay_command
+from mlstack.engine.relay import Forwarder, Stream, one_call_at_a_time, relay_command
 from mlstack.errors import (
     EngineConflict,
     EngineError,
@@ -224,7 +224,7 @@ class DockerEngine(ContainerCalls):
             sock = self._api.exec_start(
                 self._api.exec_create(name_or_id, command, stdin=True), socket=True
             )
-        return cast(Stream, getattr(sock, "_sock", sock))  # the socket under SocketIO
+        return one_call_at_a_time(cast(Stream, getattr(sock, "_sock", sock)))  # not SocketIO
 
     def forward(self, name_or_id: str, host: str, port: int) -> tuple[str, int]:
         command = relay_command(host, port)
