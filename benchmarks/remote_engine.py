@@ -3,11 +3,11 @@
 Run: .venv/bin/python benchmarks/remote_engine.py [--status-runs 3]
 (after scripts/engine and scripts/offline-images; needs the dind image). It starts the test
 server of tests/integration/remote_server.py (a Docker-in-Docker container on this machine,
-reached at its bridge address), loads the offline images into it, then for each way (the local
-engine; ssh://root@IP through the system's ssh client; tcp://IP:2376 with TLS) runs, as a user runs them (a new process each time):
-`up` on nothing, `status --json` N times on the healthy stack, `down --purge --yes`. A remote
-stack is bound to 0.0.0.0 with auth (MLflow reached at the server's address, PostgreSQL and S3
-through the engine's relay). Prints seconds per step.
+reached at its bridge address) and loads the offline images into it. Then for each way (the
+local engine; ssh://root@IP through the system's ssh client; tcp://IP:2376 with TLS) it runs,
+as a user runs them (a new process each time): `up` on nothing, `status --json` N times on the
+healthy stack, `down --purge --yes`. A remote stack is bound to 0.0.0.0 with auth: MLflow is
+reached at the server's address, PostgreSQL and S3 through the engine's relay. Prints seconds.
 """
 
 from __future__ import annotations
