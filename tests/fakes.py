@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlstack import labels
+from mlstack.config.endpoint import DEFAULT_HOST, Endpoint
 from mlstack.engine import ContainerInfo, EngineAPI, OneShot, PullProgress, ServiceSpec
 from mlstack.errors import EngineConflict, ImageUnavailable, MlstackError, NotReady
 from mlstack.health import Probe
@@ -122,7 +123,10 @@ def crash_loops(code: int, log: str, restarts: int = 3) -> Behaviour:
 class FakeEngine:
     """An in-memory EngineAPI. `calls` records every changing call as (verb, name)."""
 
-    def __init__(self, images: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, images: Mapping[str, str] | None = None, endpoint: Endpoint | None = None
+    ) -> None:
+        self.endpoint = endpoint or Endpoint(DEFAULT_HOST)  # where the engine is
         self.images: dict[str, str] = dict(images or {})  # ref -> id
         self.pullable: set[str] = set()  # refs a pull would find
         self.by_name: dict[str, FakeContainer] = {}  # by container name

@@ -31,6 +31,7 @@ from mlstack.credentials import load as load_secrets
 from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import EngineUnavailable
 from mlstack.state import ProjectState
+from tests.integration.remote_server import DIND_IMAGE, RemoteServer, remote_server
 from tests.secret_scan import assert_no_secrets, secret_values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,6 +87,16 @@ def engine() -> Iterator[Engine]:
     if left:
         print(f"\nswept what the tests left behind: {', '.join(left)}")
     connected.close()
+
+
+@pytest.fixture(scope="session")
+def remote(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
+    """A second engine standing in for a team's server (tcp with TLS, ssh), for the session."""
+    if engine.image_id(DIND_IMAGE) is None:
+        skip_or_fail(f"{DIND_IMAGE} is missing: run scripts/offline-images")
+    home = tmp_path_factory.mktemp("remote-server")
+    with remote_server(engine._api, home, {SESSION_LABEL: SESSION}) as server:
+        yield server
 
 
 def free_ports(count: int) -> list[int]:

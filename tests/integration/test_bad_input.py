@@ -123,7 +123,11 @@ CASES = [
     case("secrets-missing-key", f"-c {STACK} up", STATE, ["lacks S3_SECRET_KEY", "down --purge"], setup="secrets_missing_key"),
     # --- the engine -----------------------------------------------------------------------------
     case("docker-host-no-socket", f"-c {STACK} up", ENGINE, ["not reachable at unix:///nonexistent/docker.sock", "DOCKER_HOST"], env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}),
-    case("docker-host-no-listener", f"-c {STACK} status", ENGINE, ["not reachable at tcp://127.0.0.1:{port}", "start Docker"], env={"DOCKER_HOST": "tcp://127.0.0.1:{port}"}),
+    case("docker-host-no-listener", f"-c {STACK} status", ENGINE, ["at tcp://127.0.0.1:{port} (DOCKER_HOST) is not reachable: nothing answers there", "dockerd listens on 127.0.0.1:{port}"], env={"DOCKER_HOST": "tcp://127.0.0.1:{port}"}),
+    case("docker-host-unknown-scheme", f"-c {STACK} up", USAGE, ["DOCKER_HOST 'http://127.0.0.1:{port}' has the unknown scheme 'http'", "tcp://HOST:2376"], env={"DOCKER_HOST": "http://127.0.0.1:{port}"}),
+    case("docker-context-missing", f"-c {STACK} up", USAGE, ["docker context 'team' (from DOCKER_CONTEXT) does not exist", "docker context create team"], env={"DOCKER_CONTEXT": "team"}),
+    case("docker-current-context-missing", f"-c {STACK} up", USAGE, ["docker context 'gone' (from currentContext in", "config.json) does not exist"], files={"../.docker/config.json": '{"currentContext": "gone"}'}),  # HOME is the work dir's parent
+    case("docker-tls-ca-missing", f"-c {STACK} up", USAGE, ["TLS verification is on but", "certs/ca.pem does not exist", "DOCKER_CERT_PATH"], env={"DOCKER_HOST": "tcp://127.0.0.1:{port}", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "certs"}, files={"certs/cert.pem": "x", "certs/key.pem": "x"}),
     case("socket-permission-denied", f"-c {STACK} up", ENGINE, ["permission denied", "docker group", "rootless", "sudo"], setup="as_nobody"),
     case("port-in-use", f"-c {STACK} up", CONFLICT, ["port {pg_port} on 127.0.0.1 is already in use (postgres.port)", "--set postgres.port="], setup="hold_postgres_port"),
     case("image-absent-pull-never", f"-c {STACK} --set mlflow.image=mlstack-offline/not-built:1 up --pull never", IMAGE, ["mlstack-offline/not-built:1 is not on this machine", "mlflow.image", "--pull missing"]),
@@ -341,6 +345,7 @@ def box(tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iter
 @pytest.mark.parametrize("bad", CASES)
 def test_bad_input(bad: Case, box: Sandbox, engine: Engine) -> None:
     for name, text in bad.files.items():
+        (box.work / name).parent.mkdir(parents=True, exist_ok=True)
         (box.work / name).write_text(box.fill(text))
     with ExitStack() as stack:
         stack.enter_context(SETUPS[bad.setup](box, engine))

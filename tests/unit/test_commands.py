@@ -16,6 +16,7 @@ from mlstack.commands.logs import lines_of, logs
 from mlstack.commands.status import Overall, Row, StatusResult, status
 from mlstack.commands.up import Action, UpResult, up
 from mlstack.config import StackConfig
+from mlstack.config.endpoint import Endpoint
 from mlstack.errors import (
     ExitCode,
     NotRunning,
@@ -371,6 +372,19 @@ def test_a_taken_port_refuses_up_before_anything_is_created(stack: Stack) -> Non
     assert stack.engine.names() == [] and stack.engine.network_labels == {}
     assert not stack.state.root.exists()
     assert Project.open(stack.config) is None  # no secrets stored
+
+
+def test_a_remote_engines_ports_are_not_looked_for_on_this_machine(stack: Stack) -> None:
+    """The server's ports are its own: its engine refuses a taken one, this machine's say
+    nothing about them."""
+    stack.engine.endpoint = Endpoint("ssh://root@server.example", "DOCKER_HOST")
+    stack.engine.remote = stack.engine.endpoint.remote
+    port = stack.config.mlflow.port
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        stack.up()
+    assert stack.engine.container("p-mlflow").state == "running"
 
 
 def test_mlflow_waits_for_the_schema_check_on_a_database_of_unknown_history(

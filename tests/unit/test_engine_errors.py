@@ -126,7 +126,8 @@ def test_debug_shows_the_engines_own_error_under_ours(tmp_path: Path) -> None:
     plain = _cli("status", env=env)
     assert plain.returncode == ExitCode.ENGINE
     assert plain.stderr.splitlines() == [
-        f"error: the Docker engine is not reachable at unix://{tmp_path}/no-engine.sock; hint: "
+        f"error: the Docker engine is not reachable at unix://{tmp_path}/no-engine.sock "
+        "(DOCKER_HOST); hint: "
         "start Docker (Docker Desktop, `sudo systemctl start docker` or `sudo dockerd &`), or "
         "point DOCKER_HOST at a running engine"
     ]

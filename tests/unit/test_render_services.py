@@ -122,6 +122,15 @@ def test_bind_address_reaches_ports_and_allowed_hosts() -> None:
     assert "192.168.1.10:5050" in allowed_hosts(cfg)
 
 
+def test_host_is_an_allowed_host_once() -> None:
+    """`host` (the name clients reach a remote stack by) is a Host header MLflow answers."""
+    assert "server.example:5050" in allowed_hosts(config("host=server.example"))
+    assert "[fd00::5]:5050" in allowed_hosts(config("host=fd00::5"))
+    local = allowed_hosts(config("host=127.0.0.1"))
+    assert local.count("127.0.0.1:5050") == 1
+    assert "server.example:5050" not in allowed_hosts(config())
+
+
 def test_interpolation_follows_compose_rules() -> None:
     variables = {"A": "1", "EMPTY": ""}
     assert interpolate("$A ${A} $$A ${B:-d} ${EMPTY:-d} ${EMPTY-d}", variables) == "1 1 $A d d "

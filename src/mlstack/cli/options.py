@@ -67,6 +67,10 @@ def engine() -> EngineAPI:
     """The Docker engine the environment names; EngineUnavailable (exit 3) when none answers.
     (Tests put a FakeEngine here.)"""
     # deferred: the engine's models are not needed to parse or print help
+    from mlstack.cli.output import escape, screens
     from mlstack.engine import connect
 
-    return connect()
+    connected = connect()
+    if connected.endpoint.warning:  # DOCKER_HOST over a context: said, as the docker CLI does
+        screens().err.print(f"[yellow]warning:[/] {escape(connected.endpoint.warning)}")
+    return connected

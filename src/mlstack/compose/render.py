@@ -59,8 +59,8 @@ def allowed_hosts(config: StackConfig, in_network: str = IN_NETWORK) -> list[str
     """Host headers MLflow accepts: the published host:port and the in-network names, nothing else."""
     port = config.mlflow.port
     hosts = [f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"]
-    if config.bind not in ("127.0.0.1", "::1", "0.0.0.0", "::"):
-        hosts.append(f"{config.client_host}:{port}")
+    if config.host or config.bind not in ("127.0.0.1", "::1", "0.0.0.0", "::"):
+        hosts.append(f"{config.client_host}:{port}")  # the name clients use (`host`)
     if config.bind in ("0.0.0.0", "::"):
         # Published on every interface: whatever name the machine is reached by, on this port.
         hosts.append(f"*:{port}")
@@ -70,7 +70,7 @@ def allowed_hosts(config: StackConfig, in_network: str = IN_NETWORK) -> list[str
     ]
     if in_network != IN_NETWORK:  # the name a user's own certificate holds, a network alias
         hosts.append(f"{in_network}:{MLFLOW_CONTAINER_PORT}")
-    return hosts
+    return list(dict.fromkeys(hosts))
 
 
 # MLflow reads its basic-auth settings from an ini file only (the admin login may also come from

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from mlstack.config.checks import ConfigProblems
+from mlstack.config.endpoint import resolve_endpoint
 from mlstack.config.external import EXTERNAL_KEYS
 from mlstack.config.model import SECTIONS, TOP_LEVEL, StackConfig
 from mlstack.errors import ConfigError
@@ -216,6 +217,16 @@ def default_config_path(env: Mapping[str, str], cwd: Path) -> tuple[Path | None,
     return (candidate if candidate.is_file() else None), False
 
 
+def _default_host(merged: dict[str, Any], origins: dict[str, str], env: Mapping[str, str]) -> None:
+    """`host` unset and the engine remote: clients reach the stack at the engine's host."""
+    if merged.get("host") is not None:
+        return
+    endpoint = resolve_endpoint(env)
+    if endpoint.remote and endpoint.hostname:
+        merged["host"] = endpoint.hostname
+        origins["host"] = endpoint.source
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -240,6 +251,7 @@ def load_config(
         flag_data["project"], flag_origins["project"] = project, "--project"
     merged = _deep_merge(_deep_merge(file_data, env_data), flag_data)
     origins = {**origins, **env_origins, **flag_origins}
+    _default_host(merged, origins, env)
     try:
         config = StackConfig.from_mapping(merged)
     except ConfigProblems as e:

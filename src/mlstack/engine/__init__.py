@@ -1,10 +1,11 @@
 """What commands need from a container engine, as one typed interface.
 
 `EngineAPI` is the seam: the Docker SDK sits behind it in `engine/docker.py` (the only module
-that imports docker), the tests' FakeEngine implements it in memory, and later targets (a remote
-host, a swarm) go behind it too. Every method raises mlstack errors only, with the engine's own
-error as the cause: `EngineUnavailable` (exit 3), `EngineConflict` (4), `ImageUnavailable` (5),
-`EngineError` (1); a missing object is a return value (None, False) or nothing to do, not an error.
+that imports docker), the tests' FakeEngine implements it in memory; a remote engine (ssh, tcp
+with TLS, a docker context) is the same engine at another `endpoint`. Every method raises
+mlstack errors only, with the engine's own error as the cause: `EngineUnavailable` (exit 3),
+`EngineConflict` (4), `ImageUnavailable` (5), `EngineError` (1); a missing object is a return
+value (None, False) or nothing to do, not an error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from mlstack.config.endpoint import Endpoint
 from mlstack.engine.models import (
     ContainerInfo,
     HealthcheckSpec,
@@ -25,6 +27,7 @@ from mlstack.errors import EngineConflict, EngineError, EngineUnavailable, Image
 
 __all__ = [
     "ContainerInfo",
+    "Endpoint",
     "EngineAPI",
     "EngineConflict",
     "EngineError",
@@ -41,6 +44,11 @@ __all__ = [
 
 class EngineAPI(Protocol):
     """A connected container engine. Objects are found by label, not by name."""
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where the engine is and how it is reached, as resolved (DOCKER_HOST, a context)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -163,9 +171,10 @@ class EngineAPI(Protocol):
         ...
 
 
-def connect(timeout: float = 60) -> EngineAPI:
-    """The engine the environment names (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)."""
+def connect(timeout: float = 60, endpoint: Endpoint | None = None) -> EngineAPI:
+    """The engine the environment names (DOCKER_HOST with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH,
+    else the docker context), or `endpoint`."""
     # deferred: the docker SDK and requests cost ~0.1 s to import; --help and config need neither
     from mlstack.engine.docker import DockerEngine
 
-    return DockerEngine.connect(timeout)
+    return DockerEngine.connect(timeout, endpoint)

@@ -188,6 +188,10 @@ class OneShot:
     log_tail: str
 
 
+def label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
+    return {"label": [f"{key}={value}" for key, value in labels.items()]}
+
+
 def count_layers(layers: dict[str, tuple[int, int]], event: Mapping[str, Any]) -> None:
     """Fold one pull event into the per-layer (bytes done, bytes total)."""
     detail = event.get("progressDetail") or {}

@@ -11,7 +11,9 @@ own transport. Nothing here imports docker: the engine hands in a function that 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -51,6 +53,47 @@ class Stream(Protocol):
     def recv(self, size: int, /) -> bytes: ...
 
     def close(self) -> None: ...
+
+
+class _OneCallAtATime:
+    """A TLS socket shared by a relay's two threads, one reading and one writing. OpenSSL takes
+    one call at a time on a connection: a read and a write at once end some streams early (a
+    relayed connection closed before its first byte, in 14-30 % of them against Docker 20.10).
+    A read waits for data outside the lock, then takes it under the lock without blocking."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._timeout = sock.gettimeout()
+
+    def recv(self, size: int, /) -> bytes:
+        while True:
+            with self._lock:
+                if self._sock.pending():
+                    return self._sock.recv(size)
+            if self._sock.fileno() < 0:
+                return b""  # closed by the other side of the relay
+            select.select([self._sock], [], [], 1.0)
+            with self._lock:
+                self._sock.setblocking(False)
+                try:
+                    return self._sock.recv(size)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    continue
+                finally:
+                    self._sock.settimeout(self._timeout)
+
+    def sendall(self, data: bytes, /) -> None:
+        with self._lock:
+            self._sock.sendall(data)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def one_call_at_a_time(stream: Stream) -> Stream:
+    """`stream`, safe for one reader and one writer thread (a TLS socket is wrapped)."""
+    return _OneCallAtATime(stream) if isinstance(stream, ssl.SSLSocket) else stream
 
 
 def _read_exact(stream: Stream, size: int) -> bytes | None:
