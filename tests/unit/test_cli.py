@@ -69,6 +69,19 @@ def test_env_hides_keys_without_show_secrets(capsys: pytest.CaptureFixture[str])
     assert values["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
 
 
+def test_env_s3_of_a_remote_engines_stack_is_refused(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "ssh://deploy@server.example")
+    code, out, err = cli(capsys, "env", "--format", "json")  # the tracking URI: the server's
+    assert code == 0 and json.loads(out)["MLFLOW_TRACKING_URI"] == "http://server.example:5050"
+    code, out, err = cli(capsys, "env", "--s3")
+    assert code == ExitCode.USAGE and out == ""
+    assert err.startswith("error: --s3 gives the stack's own S3 endpoint, which the engine at ")
+    assert "ssh://deploy@server.example" in err and "keeps on its server's loopback" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_render_writes_compose_and_private_env(
     capsys: pytest.CaptureFixture[str], isolated_state: Path
 ) -> None:

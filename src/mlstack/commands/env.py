@@ -12,6 +12,8 @@ from mlstack import credentials
 from mlstack.adapters.mlflow_env import ClientEnv, client_env
 from mlstack.choices import EnvFormat
 from mlstack.config import StackConfig
+from mlstack.config.endpoint import resolve_endpoint
+from mlstack.errors import UsageError
 from mlstack.project.certificates import ca_file
 from mlstack.project.reporting import Result
 from mlstack.state import ProjectState
@@ -43,6 +45,8 @@ def env(
     With tls, MLflow's client verifies the server by the stack's CA file (the local CA's, or a
     user's certificate file that ends with a self-signed certificate)."""
     state = ProjectState.for_project(config.project)
+    if s3 and config.storage.external is None:
+        _refuse_remote_s3()
     needs_secrets = s3 or config.auth
     creds = credentials.load(state) if needs_secrets else None
     keys = None
@@ -58,3 +62,16 @@ def env(
         external_keys=keys,
     )
     return EnvResult(found.variables, found.hidden, style, show_secrets)
+
+
+def _refuse_remote_s3() -> None:
+    """S3 of a stack on another machine's engine is on that machine's loopback: an endpoint of
+    127.0.0.1 here would reach nothing, or another stack of this machine."""
+    endpoint = resolve_endpoint()
+    if endpoint.remote:
+        raise UsageError(
+            f"--s3 gives the stack's own S3 endpoint, which the engine at {endpoint.describe()} "
+            "keeps on its server's loopback",
+            "clients need only MLFLOW_TRACKING_URI (artifacts go through MLflow); for direct "
+            "S3 access run `mlstack env --s3` on the server",
+        )
