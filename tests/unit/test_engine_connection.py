@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 
 from mlstack.config.endpoint import Endpoint, TlsFiles
@@ -303,3 +304,46 @@ def test_a_tls_stream_carries_both_ways_at_once(tmp_path: Path) -> None:
     plain = socket.socket()
     assert one_call_at_a_time(plain) is plain
     plain.close()
+
+
+class _DroppingApi:
+    """An engine API whose first `drops` exec logins sshd drops (a broken pipe)."""
+
+    def __init__(self, drops: int) -> None:
+        self.drops = drops
+        self.created = 0
+
+    def exec_create(self, name: str, command: list[str], stdin: bool) -> dict[str, str]:
+        self.created += 1
+        if self.drops:
+            self.drops -= 1
+            raise requests.exceptions.ConnectionError(BrokenPipeError(32, "Broken pipe"))
+        return {"Id": "e1"}
+
+    def exec_start(self, exec_id: dict[str, str], socket: bool) -> socket.socket:
+        ours, _ = socket_pair()
+        return ours
+
+
+def socket_pair() -> tuple[socket.socket, socket.socket]:
+    return socket.socketpair()
+
+
+@pytest.mark.parametrize(
+    ("url", "drops", "tries", "ok"),
+    [
+        ("ssh://root@192.0.2.10", 2, 3, True),  # dropped twice, the third login holds
+        ("ssh://root@192.0.2.10", 3, 3, False),  # dropped every time: the error, once
+        ("tcp://192.0.2.10:2376", 1, 1, False),  # not ssh: no retry
+    ],
+)
+def test_a_dropped_ssh_login_is_tried_again(url: str, drops: int, tries: int, ok: bool) -> None:
+    api = _DroppingApi(drops)
+    client = type("Client", (), {"api": api})()
+    engine = DockerEngine(client, Endpoint(url, source="DOCKER_HOST"))  # type: ignore[arg-type]
+    if ok:
+        engine.exec_stream("c", ["true"]).close()
+    else:
+        with pytest.raises(EngineUnavailable):
+            engine.exec_stream("c", ["true"])
+    assert api.created == tries

@@ -7,6 +7,7 @@ mlstack errors; the original stays attached as the cause (`--debug` prints it).
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -39,6 +40,7 @@ from mlstack.errors import (
 _HINT = "see `mlstack status`; rerun with --debug for Docker's own error"
 LOCAL = Endpoint(DEFAULT_HOST)
 SSH_LOGINS = 4  # ssh logins started at once (sshd's MaxStartups drops some beyond 10)
+SSH_RETRIES = 2  # a dropped ssh login (broken pipe before the exec started) is tried again
 
 
 @contextmanager
@@ -219,11 +221,18 @@ class DockerEngine(ContainerCalls):
     def exec_stream(self, name_or_id: str, command: list[str]) -> Stream:
         """An exec with stdin attached: its raw socket (stdout and stderr multiplexed). Over ssh
         each is a new login, and sshd drops logins beyond MaxStartups (10 at once by default):
-        a few start at a time."""
-        with self._logins, self._translated(f"exec in {name_or_id}"):
-            sock = self._api.exec_start(
-                self._api.exec_create(name_or_id, command, stdin=True), socket=True
-            )
+        a few start at a time, and a login sshd dropped anyway (a busy server) is tried again."""
+        for attempt in range(SSH_RETRIES + 1 if self._endpoint.ssh else 1):
+            try:
+                with self._logins, self._translated(f"exec in {name_or_id}"):
+                    sock = self._api.exec_start(
+                        self._api.exec_create(name_or_id, command, stdin=True), socket=True
+                    )
+                break
+            except EngineUnavailable:
+                if attempt == SSH_RETRIES or not self._endpoint.ssh:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
         return one_call_at_a_time(cast(Stream, getattr(sock, "_sock", sock)))  # not SocketIO
 
     def forward(self, name_or_id: str, host: str, port: int) -> tuple[str, int]:
