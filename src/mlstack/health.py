@@ -1,9 +1,10 @@
 """Readiness: probes that do real work, and one polling loop with a deadline.
 
 A probe passes only when a client could use the service: PostgreSQL answers an authenticated
-query, S3 an authenticated list_buckets, MLflow both /health and a real API call. The loop
-retries only what waiting can fix (`TRANSIENT`); anything else fails at once, so a wrong password
-is said in a second and a bug in a probe is not mistaken for a slow service.
+query, S3 an authenticated list_buckets and the first byte of a stored object, MLflow both
+/health and a real API call. The loop retries only what waiting can fix (`TRANSIENT`); anything
+else fails at once, so a wrong password is said in a second and a bug in a probe is not mistaken
+for a slow service.
 """
 
 from __future__ import annotations
@@ -91,12 +92,13 @@ class S3Probe:
     target: S3Target
     timeout: float = 3.0
     bucket: str | None = None  # list this bucket rather than all (a managed S3 API's keys)
+    read_from: str | None = None  # read one object of this bucket: its data, not only listings
 
     def check(self) -> None:
         # deferred: boto3 (0.1 s to import, 0.3 s per client) loads only when S3 is probed itself
         from mlstack.adapters import s3
 
-        s3.ping(self.target, self.timeout, self.bucket)
+        s3.ping(self.target, self.timeout, self.bucket, self.read_from)
 
 
 @dataclass(frozen=True)

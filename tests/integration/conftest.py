@@ -49,6 +49,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the last log lines of its stacks' containers (taken before
+    the fixtures purge them): what a CI log needs to say why a service misbehaved."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, Project):
+            for info in value.engine.containers({labels.PROJECT: value.name}):
+                tail = value.engine.log_tail(info.id, 60)
+                report.sections.append((f"log of {info.name} ({info.state})", tail or "(empty)"))
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -304,3 +304,34 @@ def test_purge_of_one_project_keeps_the_others_data(
     finally:
         kept.purge()
         purged.purge()
+
+
+def test_storage_is_ready_only_when_its_objects_can_be_read(
+    seaweed_project: Project, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SeaweedFS lists what its filer holds before its volumes can serve the data: readiness
+    reads one object, so an S3 server whose data is gone is not called ready."""
+    from mlstack.adapters import s3
+    from mlstack.errors import NotReady
+    from mlstack.health import S3Probe, wait_ready
+    from mlstack.project.context import Project as Stack
+
+    project = seaweed_project
+    assert project.cli(capsys, "up")[0] == 0
+    stack = Stack.open(project.config)
+    assert stack is not None
+    bucket = project.config.storage.bucket
+    s3.client(stack.s3()).put_object(Bucket=bucket, Key="runs/a.bin", Body=b"x" * 4096)
+    lists, reads = S3Probe("storage", stack.s3()), S3Probe("storage", stack.s3(), read_from=bucket)
+    lists.check()
+    reads.check()
+
+    # the bucket's volume files go while the server is down: the filer still lists the object
+    storage = f"{project.name}-storage"
+    engine.exec(storage, ["sh", "-c", f"rm -f /data/{bucket}_*.dat /data/{bucket}_*.idx"])
+    engine.stop(storage, 10)
+    engine.start(storage)
+    wait_ready([lists], timeout=60)  # the restarted server answers listings
+    assert s3.list_keys(stack.s3(), bucket) == ["runs/a.bin"]
+    with pytest.raises(NotReady, match="S3 at"):
+        reads.check()

@@ -55,18 +55,39 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def ping(target: S3Target, timeout: float, bucket: str | None = None) -> None:
+def ping(
+    target: S3Target, timeout: float, bucket: str | None = None, read_from: str | None = None
+) -> None:
     """An authenticated list_buckets: what "S3 is usable" means; with `bucket` (a managed S3
-    API, whose keys may list nothing else), a listing of that bucket."""
+    API, whose keys may list nothing else), a listing of that bucket. With `read_from` (the
+    stack's bucket), also the first byte of one object in it: a server can list what its
+    metadata holds before the data behind it can be read (SeaweedFS's filer before its volumes)."""
     try:
+        s3 = client(target, timeout)
         if bucket is None:
-            client(target, timeout).list_buckets()
+            names = {b.get("Name") for b in s3.list_buckets().get("Buckets", [])}
         else:
-            client(target, timeout).list_objects_v2(Bucket=bucket, MaxKeys=1)
+            s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
+            names = {bucket}
+        if read_from is not None and read_from in names:
+            _read_one(s3, read_from)
     except (BotoCoreError, ClientError) as e:
         # While a server starts it refuses, resets, or answers 5xx (and SeaweedFS a 403 until
         # it has loaded its keys): all worth waiting for.
         raise NotReady(f"S3 at {target.endpoint}: {e}", service="storage") from e
+
+
+def _read_one(s3: S3Client, bucket: str) -> None:
+    """Read byte 0 of the first non-empty object among the bucket's first few (none: passes)."""
+    listed = s3.list_objects_v2(Bucket=bucket, MaxKeys=20).get("Contents", [])
+    key = next((o["Key"] for o in listed if o.get("Size", 0) > 0), None)
+    if key is None:
+        return
+    try:
+        s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].read()
+    except ClientError as e:
+        if _code(e) not in ("NoSuchKey", "404"):  # deleted since the listing: the store answered
+            raise
 
 
 def ensure_bucket(target: S3Target, bucket: str) -> bool:

@@ -80,7 +80,7 @@ class HostBackends:
         bucket = p.config.storage.bucket if p.config.storage.external else None
         return {
             "postgres": PostgresProbe("postgres", p.postgres()),
-            "storage": S3Probe("storage", p.s3(), bucket=bucket),
+            "storage": S3Probe("storage", p.s3(), bucket=bucket, read_from=p.config.storage.bucket),
             "mlflow": mlflow,
         }
 
