@@ -466,7 +466,7 @@ def test_a_model_server_has_no_login_so_stays_on_loopback(
     sets: dict[str, object], bind: str
 ) -> None:
     config = StackConfig(project="p", **sets)  # type: ignore[arg-type]
-    assert serve.served_bind(config) == bind
+    assert config.private_bind == bind
 
 
 def test_the_stack_port_is_refused_before_anything_is_created(fake_project: Project) -> None:

@@ -53,7 +53,6 @@ from mlstack.project.served import (
     check_name,
     container_name,
     model_urls,
-    served_bind,
     served_containers,
     served_name,
 )
@@ -153,7 +152,7 @@ def serve_spec(
         },
         # A model server has no login: published on this machine's loopback when the stack
         # is exposed (only MLflow's port goes beyond it).
-        ports=(PortSpec(served_bind(config), port, CONTAINER_PORT),),
+        ports=(PortSpec(config.private_bind, port, CONTAINER_PORT),),
         volumes=(),
         labels=_model_labels(project, name, port, model),
         restart="unless-stopped",
@@ -303,7 +302,7 @@ def serve(
     report(Event("step", message=f"starting {container} on port {target.port}"))
     spec = serve_spec(project, name, target.port, model, image)
     url, probed = model_urls(project, container, target.port)
-    if served_bind(config) != config.bind:
+    if config.private_bind != config.bind:
         warnings = [*warnings, LOOPBACK_ONLY]
     try:
         ready = _start(project, engine, spec, probed, timeout, report)

@@ -18,7 +18,7 @@ from mlstack.engine import EngineAPI
 from mlstack.errors import ProvisionError
 from mlstack.project.context import Project, stop_grace
 from mlstack.project.diagnosis import Diagnosis
-from mlstack.project.oneshot import backend_on, run_on_database
+from mlstack.project.oneshot import set_admin_login
 from mlstack.project.reporting import Event, Reporter
 from mlstack.state import ProjectState, write_private
 
@@ -71,21 +71,9 @@ def adopts_admin(project: Project, made: list[Made]) -> bool:
 def adopt_admin(project: Project, engine: EngineAPI, report: Reporter) -> None:
     """Give the admin user of the managed auth database the stack's login, as a restore does
     (other users keep theirs), before MLflow starts on it."""
-    # deferred: restores (psycopg2, boto3) load only when a login is set
-    from mlstack.project.restoring import ADMIN_LOGIN
-
     auth = project.config.auth_database
     report(Event("step", message=f"setting the stack's admin login in {auth}"))
-    done = run_on_database(
-        project,
-        engine,
-        project.config.mlflow.image,
-        'exec python -c "$1"',
-        role="admin-login",
-        args=[ADMIN_LOGIN],
-        environment=backend_on(project, auth),
-        timeout=300.0,
-    )
+    done = set_admin_login(project, engine, project.config.mlflow.image, auth, role="admin-login")
     if not done.ok:
         raise ProvisionError(
             f"setting the stack's admin login in {auth} on {project.postgres().where} failed: "

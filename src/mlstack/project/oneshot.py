@@ -1,6 +1,6 @@
 """One-shot containers of an MLflow image on the stack's network: `mlflow db upgrade`
-(migration.py), `mlflow gc` (commands/gc.py) and the admin login in restored users
-(restoring.py).
+(migration.py), `mlflow gc` (commands/gc.py) and the admin login in a users database the stack
+did not make (restoring.py, external.py).
 
 They get the MLflow server's environment, so the backend URI with its password and the S3 keys
 reach them there only, never on a command line (which `docker inspect` and `ps` show). The
@@ -87,3 +87,40 @@ def run_on_database(
     log = project.scrub(done.log_tail)
     problem = "" if done.exit_code == 0 else gist(log, done.exit_code, timeout)
     return Finished(done.exit_code, log, problem)
+
+
+# The stack's admin login in a users database it did not make (a restored one, or a managed
+# one made before the stack's secrets): an archive of another stack (or of this one before
+# `down --purge` made new secrets) holds another admin password, and MLflow never changes the
+# password of an admin that exists. Run with MLflow's own auth store, in its image. The server's
+# auth config file is written by its launcher, which a one-shot container does not run: MLflow's
+# packaged default is read instead (the store needs only the URI it is given).
+ADMIN_LOGIN = """
+import os
+e = os.environ
+e.pop("MLFLOW_AUTH_CONFIG_PATH", None)
+from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+store = SqlAlchemyStore()
+store.init_db(e["MLFLOW_BACKEND_STORE_URI"])
+user, password = e["MLFLOW_AUTH_ADMIN_USERNAME"], e["MLFLOW_AUTH_ADMIN_PASSWORD"]
+if store.has_user(user):
+    store.update_user(user, password=password, is_admin=True)
+else:
+    store.create_user(user, password, is_admin=True)
+"""
+
+
+def set_admin_login(
+    project: Project, engine: EngineAPI, image: str, database: str, *, role: str
+) -> Finished:
+    """Give the admin user in the users `database` the stack's login (others keep theirs)."""
+    return run_on_database(
+        project,
+        engine,
+        image,
+        'exec python -c "$1"',
+        role=role,
+        args=[ADMIN_LOGIN],
+        environment=backend_on(project, database),
+        timeout=300.0,
+    )

@@ -25,7 +25,7 @@ from mlstack.adapters import postgres, s3
 from mlstack.engine import EngineAPI
 from mlstack.errors import ProvisionError
 from mlstack.project.context import Project
-from mlstack.project.oneshot import backend_on, run_on_database
+from mlstack.project.oneshot import set_admin_login
 from mlstack.project.pgtools import pg_tools
 from mlstack.project.reporting import Event, Reporter
 from mlstack.project.snapshot import object_keys
@@ -85,26 +85,6 @@ def new_journal(archive: Path, databases: list[str]) -> Journal:
     )
 
 
-# The stack's admin login in restored users: an archive of another stack (or of this one before
-# `down --purge` made new secrets) holds another admin password, and MLflow never changes the
-# password of an admin that exists. Run with MLflow's own auth store, in its image. The server's
-# auth config file is written by its launcher, which a one-shot container does not run: MLflow's
-# packaged default is read instead (the store needs only the URI it is given).
-ADMIN_LOGIN = """
-import os
-e = os.environ
-e.pop("MLFLOW_AUTH_CONFIG_PATH", None)
-from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
-store = SqlAlchemyStore()
-store.init_db(e["MLFLOW_BACKEND_STORE_URI"])
-user, password = e["MLFLOW_AUTH_ADMIN_USERNAME"], e["MLFLOW_AUTH_ADMIN_PASSWORD"]
-if store.has_user(user):
-    store.update_user(user, password=password, is_admin=True)
-else:
-    store.create_user(user, password, is_admin=True)
-"""
-
-
 def stage(
     project: Project,
     engine: EngineAPI,
@@ -127,16 +107,7 @@ def stage(
     auth = journal.staged.get(project.config.auth_database)
     if project.config.auth and auth is not None:
         report(Event("step", message="setting the stack's admin login in the restored users"))
-        done = run_on_database(
-            project,
-            engine,
-            image,
-            'exec python -c "$1"',
-            role="restore-auth",
-            args=[ADMIN_LOGIN],
-            environment=backend_on(project, auth),
-            timeout=300.0,
-        )
+        done = set_admin_login(project, engine, image, auth, role="restore-auth")
         if not done.ok:
             raise ProvisionError(
                 f"setting the admin login in the restored users failed: {done.problem}",

@@ -28,11 +28,6 @@ LOOPBACK_ONLY = (
 )
 
 
-def served_bind(config: StackConfig) -> str:
-    """A model server has no login: on an exposed stack it stays on loopback (private_bind)."""
-    return config.private_bind
-
-
 def model_url(config: StackConfig, port: int) -> str:
     """Where a model server published on `port` answers (on loopback when kept there)."""
     return f"http://{config.private_host}:{port}"
