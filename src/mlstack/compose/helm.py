@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import yaml
 
-from mlstack.compose.render import AUTH_DEFAULT_PERMISSION
+from mlstack.compose.render import AUTH_DEFAULT_PERMISSION, BlockDumper
 from mlstack.config import StackConfig
 
 CHART = "oci://ghcr.io/mlflow/charts/mlflow"
@@ -273,23 +273,11 @@ def secret_manifests(
     return manifests
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """YAML with multi-line strings (the auth ini, PEM files) as literal blocks."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_BlockDumper.add_representer(str, _represent_str)
-
-
 def dump_yaml(documents: list[dict[str, Any]], header: str = "") -> str:
     """`documents` as YAML (`---` between them), after `header` lines turned into comments."""
     lines = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
     texts = [
-        yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, width=10_000)
+        yaml.dump(doc, Dumper=BlockDumper, sort_keys=False, default_flow_style=False, width=10_000)
         for doc in documents
     ]
     return lines + "---\n".join(texts)

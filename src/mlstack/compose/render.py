@@ -231,8 +231,9 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """YAML with multi-line strings as literal blocks (`|`): the launcher stays readable."""
+class BlockDumper(yaml.SafeDumper):
+    """YAML with multi-line strings as literal blocks (`|`): a launcher, an auth ini or a PEM
+    file stays readable in what is written."""
 
 
 def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
@@ -240,12 +241,12 @@ def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
-_BlockDumper.add_representer(str, _represent_str)
+BlockDumper.add_representer(str, _represent_str)
 
 
 def yaml_list(items: list[str], indent: int) -> str:
     """`items` as a YAML block sequence, indented by `indent` spaces."""
-    text = yaml.dump(list(items), Dumper=_BlockDumper, default_flow_style=False, width=10_000)
+    text = yaml.dump(list(items), Dumper=BlockDumper, default_flow_style=False, width=10_000)
     return "\n".join(" " * indent + line if line else line for line in text.splitlines())
 
 
