@@ -180,8 +180,8 @@ SECTIONS: dict[
     "mlflow": MlflowConfig,
     "swarm": SwarmConfig,
 }
-TOP_LEVEL = ("project", "target", "bind", "host", "auth", "allow_unauthenticated", "tls")
-TOP_LEVEL += ("labels",)
+TOP_LEVEL: tuple[str, ...] = ("project", "target", "bind", "host", "auth")
+TOP_LEVEL += ("allow_unauthenticated", "tls", "labels")
 
 
 def _external(check: Checker, section: str, data: Mapping[str, Any], cls: Any) -> tuple[Any, Any]:
