@@ -65,3 +65,8 @@ def test_config_as_dict_round_trips() -> None:
     config = StackConfig(target="swarm", auth=True, mlflow={"replicas": 3})
     again = StackConfig.from_mapping(config.as_dict())
     assert again == config and again.as_dict()["swarm"]["endpoint_mode"] == "dnsrr"
+
+
+def test_tls_on_a_swarm_is_refused_for_now() -> None:
+    text = _refused(["target=swarm", "auth=true", "tls=true"])
+    assert "tls is not supported with target: swarm" in text

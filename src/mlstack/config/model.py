@@ -34,6 +34,7 @@ from mlstack.config.swarm import (
     SwarmConfig,
     default_replicas,
     replicas_problems,
+    tls_problems,
 )
 
 DEFAULT_IMAGES = {
@@ -380,6 +381,7 @@ def _cross_checks(config: StackConfig) -> list[Problem]:
             problems.append(Problem("", text))
         seen[port] = key
     problems += replicas_problems(config.target, config.mlflow.replicas)
+    problems += tls_problems(config.target, config.tls.enabled)
     problems += exposure_problems(
         exposed=config.exposed,
         auth=config.auth,

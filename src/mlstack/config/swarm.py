@@ -79,5 +79,17 @@ def replicas_problems(target: str, replicas: int | None) -> list[Problem]:
     return []
 
 
+def tls_problems(target: str, tls: bool) -> list[Problem]:
+    """A swarm's MLflow tasks are checked by localhost, which a stack's certificate does not
+    name: https on a swarm is not built yet."""
+    if target == "swarm" and tls:
+        text = (
+            "tls is not supported with target: swarm yet: set tls: false (and put a TLS "
+            "proxy before MLflow's published port), or target: local"
+        )
+        return [Problem("tls", text)]
+    return []
+
+
 def default_replicas(target: str) -> int:
     return 2 if target == "swarm" else 1

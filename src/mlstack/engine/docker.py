@@ -29,6 +29,7 @@ from mlstack.engine.models import (
     pull_hint,
 )
 from mlstack.engine.relay import Forwarder, Stream, one_call_at_a_time, relay_command
+from mlstack.engine.swarm import SwarmCalls
 from mlstack.errors import (
     EngineConflict,
     EngineError,
@@ -96,8 +97,8 @@ class _Client(docker.DockerClient):
         self.api = _ApiClient(**kwargs)
 
 
-class DockerEngine(ContainerCalls):
-    """A connected Docker engine (implements `EngineAPI`)."""
+class DockerEngine(ContainerCalls, SwarmCalls):
+    """A connected Docker engine (implements `EngineAPI` and `SwarmAPI`)."""
 
     def __init__(self, client: docker.DockerClient, endpoint: Endpoint = LOCAL) -> None:
         self._client = client
