@@ -184,18 +184,7 @@ class SwarmCalls:
             "task_template": template,
             "labels": dict(spec.labels),
             "mode": mode,
-            "endpoint_spec": {
-                "Mode": spec.endpoint_mode,
-                "Ports": [
-                    {
-                        "Protocol": "tcp",
-                        "PublishedPort": p.published,
-                        "TargetPort": p.target,
-                        "PublishMode": p.mode,
-                    }
-                    for p in spec.ports
-                ],
-            },
+            "endpoint_spec": {"Mode": spec.endpoint_mode, "Ports": [_port(p) for p in spec.ports]},
         }
         if spec.update is not None:
             body["update_config"] = _policy(spec.update)
@@ -258,6 +247,15 @@ class SwarmCalls:
     def remove_service(self, name: str) -> None:
         with self._gone_ok(f"removing service {name}"):
             self._api.remove_service(name)
+
+
+def _port(port: PublishedPort) -> dict[str, Any]:
+    return {
+        "Protocol": "tcp",
+        "PublishedPort": port.published,
+        "TargetPort": port.target,
+        "PublishMode": port.mode,
+    }
 
 
 def _policy(policy: UpdatePolicy) -> dict[str, Any]:

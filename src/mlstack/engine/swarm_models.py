@@ -137,6 +137,7 @@ class TaskInfo:
     desired_state: str  # running | shutdown | complete
     error: str  # the swarm's reason a task failed or was rejected
     slot: int = 0
+    spec_hash: str = ""  # of the service spec the task was made from (its container's label)
 
     @property
     def running(self) -> bool:
@@ -154,6 +155,11 @@ class TaskInfo:
             desired_state=str(data.get("DesiredState", "")),
             error=str(status.get("Err") or ""),
             slot=int(data.get("Slot") or 0),
+            spec_hash=str(
+                ((data.get("Spec") or {}).get("ContainerSpec") or {})
+                .get("Labels", {})
+                .get(labels.SPEC_HASH, "")
+            ),
         )
 
 
@@ -180,6 +186,11 @@ class SwarmServiceInfo:
     @property
     def running(self) -> list[TaskInfo]:
         return [t for t in self.tasks if t.running]
+
+    @property
+    def current(self) -> list[TaskInfo]:
+        """The running tasks of the service's present spec (not those an update replaces)."""
+        return [t for t in self.running if t.spec_hash == self.spec_hash]
 
 
 def content_name(base: str, data: bytes) -> str:
