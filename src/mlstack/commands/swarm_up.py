@@ -10,7 +10,7 @@ endpoint. Secrets and configs no service uses any more are removed last.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mlstack import labels
@@ -66,6 +66,7 @@ def up_swarm(
     timeout: float = 300.0,
     report: Reporter = quiet,
     backends: Backends | None = None,
+    probe_endpoint: Callable[[Endpoint], Probe] | None = None,
 ) -> SwarmUpResult:
     """Deploy the stack on the swarm and return once every endpoint answers real requests."""
     started = time.monotonic()
@@ -95,7 +96,7 @@ def up_swarm(
     _wait(engine, project, wanted, ["mlflow"], deadline, report, ready)
     info = service_info(engine, project.name, wanted.services["mlflow"].name)
     found = endpoints(project, engine.swarm_state(), info) if info else []
-    make = endpoint_probe(project)
+    make = probe_endpoint or endpoint_probe(project)
     _until(deadline, [make(e) for e in found], report)
     removed = _prune(engine, project, wanted)
     outcomes = [
