@@ -52,6 +52,7 @@ class _EndpointProbe:
 
 
 def bring_up(config: StackConfig, engine: FakeSwarmEngine, endpoints: Endpoints | None = None):  # type: ignore[no-untyped-def]
+    engine.pullable.add(config.mlflow.image)  # the relay's, on the manager
     project = Project.open(config, create_secrets=True, save=False, engine=engine)
     assert project is not None
     endpoints = endpoints or Endpoints()
@@ -73,6 +74,7 @@ def test_up_deploys_the_stack_with_secrets_out_of_the_environment() -> None:
         ("mlflow", "created", 2),
     ]
     assert engine.nodes[0].labels == {DATA: "true"} and result.data_node == "node-1"
+    assert ("pull", swarm_config().mlflow.image) in engine.calls  # the relay's image
     assert engine.networks(labels.of_project("p")) == ["p-net"]
     # MLflow answers on each node that runs one of its two tasks
     assert [e.node for e in result.endpoints] == ["node-1", "node-2"]

@@ -120,7 +120,12 @@ def up_swarm(
 
 
 def _prepare(engine: SwarmEngineAPI, project: Project, wanted: SwarmPlan, node: str) -> None:
-    """The data node's label, the overlay network, the secrets and configs of this spec."""
+    """The data node's label, the overlay network, the secrets and configs of this spec, and
+    on the manager the image of the relay that reaches PostgreSQL and S3 (the nodes pull the
+    services' images themselves)."""
+    relay = project.relay.spec.image if project.relay else None
+    if relay and engine.image_id(relay) is None:
+        engine.pull(relay, lambda _: None)
     engine.set_node_label(node, data_label(project.name), "true")
     tags = object_labels(project)
     engine.ensure_overlay(wanted.network, tags)
