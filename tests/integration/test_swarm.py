@@ -190,3 +190,23 @@ def test_a_data_node_that_is_none_is_refused_in_one_line(
     assert swarm_cluster.manager.name in err and len(err.strip().splitlines()) == 1
     assert not swarm_project.secrets_file.exists()
     assert _on_nodes(swarm_cluster, swarm_project.name) == {n.name: {} for n in swarm_cluster.nodes}
+
+
+def test_an_engine_in_no_swarm_is_refused_in_one_line(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """This machine's own engine is in no swarm (the cluster's nodes are containers on it)."""
+    if engine._api.info()["Swarm"]["LocalNodeState"] != "inactive":
+        pytest.skip("this machine's engine is in a swarm")
+    project = make_project(engine, tmp_path, monkeypatch, "seaweedfs")
+    project.write_config(target="swarm", allow_unauthenticated=True)
+    for command in (["up"], ["status"], ["down"]):
+        code, _, err = project.cli(capsys, *command)
+        assert code == ExitCode.USAGE, err
+        assert "is in no swarm" in err and "docker swarm init" in err
+        assert len(err.strip().splitlines()) == 1
+    assert not project.secrets_file.exists()
+    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
