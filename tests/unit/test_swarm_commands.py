@@ -241,3 +241,16 @@ def test_the_cli_refuses_bad_swarm_input_in_one_line(
     assert code == ExitCode.USAGE and words in err and err.startswith("error:")
     assert len(err.splitlines()) == 1 and engine.calls == []
     assert not ProjectState.for_project("p").secrets_file.exists()
+
+
+def test_secret_names_stay_within_the_swarm_limit_for_the_longest_project() -> None:
+    engine = FakeSwarmEngine()
+    config = swarm_config(project="p" * 40)
+    engine.pullable.add(config.mlflow.image)
+    project = Project.open(config, create_secrets=True, save=False, engine=engine)
+    assert project is not None
+    from mlstack.project.swarm_plan import plan
+
+    made = plan(project)
+    names = [*made.secrets, *made.configs]
+    assert names and all(len(n) <= 64 for n in names) and len(set(names)) == len(names)

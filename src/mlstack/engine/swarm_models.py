@@ -195,5 +195,6 @@ class SwarmServiceInfo:
 
 def content_name(base: str, data: bytes) -> str:
     """`base-<hash>`: a changed secret or config is a new object, as `docker stack` does it
-    (swarm secrets and configs cannot be changed in place)."""
-    return f"{base}-{hashlib.sha256(data).hexdigest()[:12]}"
+    (swarm secrets and configs cannot be changed in place). At most 64 characters, the
+    swarm's limit: a long base is cut (the hash keeps names apart)."""
+    return f"{base[:51]}-{hashlib.sha256(data).hexdigest()[:12]}"
