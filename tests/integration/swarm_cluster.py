@@ -23,13 +23,18 @@ from mlstack.engine.docker import DockerEngine
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "swarm-cluster"
-LABEL = "org.mlstack-tests.swarm-cluster"  # on every container, volume and network it makes
+LABEL = "org.mlstack-tests.swarm-cluster"  # =PREFIX on every container, volume and network
 REGISTRY_IMAGE = "mlstack-offline/registry:2.8"  # built by scripts/offline-images
 TLS_PORT = 2376
 
 
+def prefix() -> str:
+    """What names the cluster's objects (MLSTACK_SWARM_PREFIX, as scripts/swarm-cluster reads)."""
+    return os.environ.get("MLSTACK_SWARM_PREFIX", "mlstack-swarm")
+
+
 def state_dir() -> Path:
-    return Path(os.environ.get("MLSTACK_SWARM_DIR", "/tmp/mlstack-swarm"))
+    return Path(os.environ.get("MLSTACK_SWARM_DIR", f"/tmp/{prefix()}"))
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ def down() -> None:
 
 def leftovers(api: Any) -> dict[str, list[str]]:
     """Every container, network and volume on the host's engine carrying the cluster's label."""
-    selector = {"label": LABEL}
+    selector = {"label": f"{LABEL}={prefix()}"}
     return {
         "containers": sorted(c["Names"][0] for c in api.containers(all=True, filters=selector)),
         "networks": sorted(n["Name"] for n in api.networks(filters=selector)),

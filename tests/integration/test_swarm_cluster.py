@@ -7,6 +7,7 @@ overlay network, placed by node labels. Taking it down leaves the host's engine 
 
 from __future__ import annotations
 
+import functools
 import time
 import urllib.request
 import uuid
@@ -90,15 +91,26 @@ def test_the_registry_serves_the_offline_images_to_a_node(
 
 def _label_workers(api: Any, cluster: SwarmCluster, key: str, value: str | None) -> None:
     for worker in cluster.workers:
-        spec = api.inspect_node(worker.node_id)
-        labels = dict(spec["Spec"].get("Labels") or {})
-        if value is None:
-            labels.pop(key, None)
-        else:
-            labels[key] = value
-        api.update_node(
-            worker.node_id, spec["Version"]["Index"], {**spec["Spec"], "Labels": labels}
-        )
+        set_it = functools.partial(_set_label, api, worker.node_id, key, value)
+        wait_for(f"label {worker.name}", set_it, 60)
+
+
+def _set_label(api: Any, node_id: str, key: str, value: str | None) -> bool:
+    """Set (or with None remove) a node label; False when the node changed meanwhile (a new
+    node's status updates bump its version: "update out of sequence")."""
+    node = api.inspect_node(node_id)
+    labels = dict(node["Spec"].get("Labels") or {})
+    if value is None:
+        labels.pop(key, None)
+    else:
+        labels[key] = value
+    try:
+        api.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Labels": labels})
+    except docker.errors.APIError as e:
+        if "out of sequence" in str(e):
+            return False
+        raise
+    return True
 
 
 def _running_tasks(api: Any, service: str) -> list[dict[str, Any]]:
