@@ -130,7 +130,9 @@ def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
     endpoints = {e["node"]: e["url"] for e in up["endpoints"]}
     assert len(endpoints) == 2  # host mode: one published port per node running a replica
 
-    env = client_process_env({})
+    # what `mlstack env` gives (artifacts through the server, not presigned S3 URLs); each run
+    # then names one node's endpoint as its tracking URI
+    env = client_process_env(project.printed_env(capsys))
     for node, url in endpoints.items():
         done = run_client(["-c", LOG_RUN, url, f"from {node}"], env)
         assert done.returncode == 0, done.stderr[-3000:]
