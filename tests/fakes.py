@@ -493,6 +493,7 @@ class FakeSwarmEngine(FakeEngine):
         self.config_data: dict[str, tuple[bytes, dict[str, str]]] = {}
         self.swarm_services: dict[str, FakeService] = {}
         self.failing: dict[str, str] = {}  # by service label: every task fails with this
+        self.deployed: list[SwarmServiceSpec] = []  # every spec created or updated, in order
 
     def swarm_state(self) -> SwarmState:
         nodes = tuple(self.nodes) if self.manager and self.local_state == "active" else ()
@@ -568,6 +569,7 @@ class FakeSwarmEngine(FakeEngine):
     def _schedule(self, spec: SwarmServiceSpec) -> list[TaskInfo]:
         fits = [n for n in self.nodes if all(_satisfies(n, c) for c in spec.constraints)]
         error = self.failing.get(spec.labels.get(labels.SERVICE, ""), "")
+        self.deployed.append(spec)
         if not fits:
             error = "no suitable node (scheduling constraints not satisfied on 3 nodes)"
         tasks = []
@@ -582,8 +584,8 @@ class FakeSwarmEngine(FakeEngine):
                     id=f"task{next(_ids)}",
                     node_id=node.id if node and not error else "",
                     node=node.hostname if node and not error else "",
-                    state="failed" if error else "running",
-                    desired_state="running",
+                    state="failed" if error else ("complete" if spec.job else "running"),
+                    desired_state="complete" if spec.job else "running",
                     error=error,
                     slot=slot,
                     spec_hash=spec.spec_hash,
@@ -602,6 +604,7 @@ class FakeSwarmEngine(FakeEngine):
                 s.spec.ports,
                 tuple(s.tasks),
                 s.spec.job,
+                s.spec.image,
             )
             for s in sorted(found, key=lambda s: s.spec.name)
         ]

@@ -254,3 +254,30 @@ def test_secret_names_stay_within_the_swarm_limit_for_the_longest_project() -> N
     made = plan(project)
     names = [*made.secrets, *made.configs]
     assert names and all(len(n) <= 64 for n in names) and len(set(names)) == len(names)
+
+
+def test_a_new_mlflow_image_migrates_in_a_job_before_mlflow_is_updated() -> None:
+    engine = FakeSwarmEngine()
+    first, _ = bring_up(swarm_config(), engine)
+    assert first.migrated is None  # a new stack: its first server migrates the schema
+    engine.deployed.clear()
+    newer = swarm_config(mlflow={"image": "mlflow:newer"})
+    result, _ = bring_up(newer, engine)
+    assert result.migrated == swarm_config().mlflow.image
+    assert [s.name for s in engine.deployed] == ["p_migrate", "p_mlflow"]
+    job = engine.deployed[0]
+    assert job.job and job.image == "mlflow:newer" and job.entrypoint == PRELUDE
+    assert [m.target for m in job.secrets] == ["/run/secrets/mlstack-env-MLFLOW_BACKEND_STORE_URI"]
+    assert "p_migrate" not in engine.swarm_services  # removed once done
+
+
+def test_a_failed_migration_leaves_mlflow_on_its_image_and_says_so() -> None:
+    engine = FakeSwarmEngine()
+    bring_up(swarm_config(), engine)
+    engine.failing["migrate"] = "task: non-zero exit (1)"
+    with pytest.raises(Exception) as caught:
+        bring_up(swarm_config(mlflow={"image": "mlflow:newer"}), engine)
+    assert "`mlflow db upgrade` failed" in str(caught.value) and "non-zero exit" in str(
+        caught.value
+    )
+    assert engine.swarm_services["p_mlflow"].spec.image == swarm_config().mlflow.image

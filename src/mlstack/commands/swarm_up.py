@@ -25,11 +25,18 @@ from mlstack.project.swarm_ops import (
     data_node,
     endpoint_probe,
     endpoints,
+    job_done,
     require_manager,
     service_info,
     tasks_running,
 )
-from mlstack.project.swarm_plan import SwarmPlan, data_label, object_labels, plan
+from mlstack.project.swarm_plan import (
+    SwarmPlan,
+    data_label,
+    migration_job,
+    object_labels,
+    plan,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class SwarmUpResult(Result):
     secrets_created: bool
     seconds: float
     removed: list[str] = field(default_factory=list)  # secrets and configs no longer used
+    migrated: str | None = None  # the image MLflow's schema was upgraded from
 
     @property
     def output(self) -> str:
@@ -91,6 +99,7 @@ def up_swarm(
     ready.update(_until(deadline, [probes[n] for n in data], report))
     database_created = "postgres" in data and backends.ensure_databases()
     bucket_created = "storage" in data and backends.ensure_bucket()
+    migrated = _migrate_if_needed(engine, project, wanted, deadline, report)
     actions["mlflow"] = engine.deploy_service(wanted.services["mlflow"])
     report(Event("step", message=f"starting mlflow ({config.mlflow.replicas} replicas)"))
     _wait(engine, project, wanted, ["mlflow"], deadline, report, ready)
@@ -116,6 +125,7 @@ def up_swarm(
         secrets_created=project.secrets_created,
         seconds=time.monotonic() - started,
         removed=removed,
+        migrated=migrated,
     )
 
 
@@ -133,6 +143,27 @@ def _prepare(engine: SwarmEngineAPI, project: Project, wanted: SwarmPlan, node: 
         engine.create_secret(name, content, tags)
     for name, content in wanted.configs.items():
         engine.create_config(name, content, tags)
+
+
+def _migrate_if_needed(
+    engine: SwarmEngineAPI, project: Project, wanted: SwarmPlan, deadline: float, report: Reporter
+) -> str | None:
+    """A new MLflow image on a running stack: its `mlflow db upgrade` as a replicated job,
+    before a rolling update lets tasks of the new image share the schema with the old ones.
+    (A new stack's first server migrates the fresh schema itself.)"""
+    mlflow = wanted.services["mlflow"]
+    current = service_info(engine, project.name, mlflow.name)
+    old = current.image if current else ""
+    if not old or old == mlflow.image:
+        return None
+    job = migration_job(project, mlflow)
+    report(Event("step", message=f"migrating the schema to {mlflow.image} (a swarm job)"))
+    engine.deploy_service(job)
+    try:
+        _until(deadline, [job_done(engine, project.name, job.name)], report)
+    finally:
+        engine.remove_service(job.name)
+    return old
 
 
 def _until(deadline: float, probes: Sequence[Probe], report: Reporter) -> dict[str, float]:

@@ -215,7 +215,9 @@ class SwarmCalls:
             infos = [self._service_info(s, hostnames) for s in found]
         return sorted(infos, key=lambda i: i.name)
 
-    def _service_info(self, data: Mapping[str, Any], hostnames: Mapping[str, str]) -> Any:
+    def _service_info(
+        self, data: Mapping[str, Any], hostnames: Mapping[str, str]
+    ) -> SwarmServiceInfo:
         spec = data["Spec"]
         mode = spec.get("Mode") or {}
         tasks = self._api.tasks(filters={"service": data["ID"]})
@@ -242,6 +244,9 @@ class SwarmCalls:
                 )
             ),
             job="ReplicatedJob" in mode,
+            image=str(
+                ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", "")
+            ).partition("@sha256:")[0],
         )
 
     def remove_service(self, name: str) -> None:

@@ -174,6 +174,7 @@ class SwarmServiceInfo:
     ports: tuple[PublishedPort, ...]
     tasks: tuple[TaskInfo, ...]
     job: bool = False
+    image: str = ""  # as the spec names it (the digest the swarm pinned it to cut off)
 
     @property
     def service(self) -> str:

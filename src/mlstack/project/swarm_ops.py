@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from mlstack import labels
 from mlstack.config import StackConfig
 from mlstack.engine import EngineAPI, SwarmAPI, SwarmNode, SwarmServiceInfo, SwarmState
-from mlstack.errors import ConfigError, NotReady
+from mlstack.errors import ConfigError, NotReady, ProvisionError
 from mlstack.health import CallableProbe, MlflowProbe, Probe
 from mlstack.project.context import Project
 
@@ -111,6 +111,28 @@ def endpoint_probe(project: Project) -> Callable[[Endpoint], Probe]:
         )
 
     return make
+
+
+def job_done(swarm: SwarmAPI, project: str, name: str) -> Probe:
+    """Passes once the job's task completed; a failed task fails at once with its error."""
+
+    def check() -> None:
+        info = service_info(swarm, project, name)
+        tasks = info.tasks if info else ()
+        if any(t.state == "complete" for t in tasks):
+            return
+        failed = [t for t in tasks if t.state in ("failed", "rejected")]
+        if failed:
+            raise ProvisionError(
+                f"{name}: `mlflow db upgrade` failed on {failed[-1].node or 'no node'}: "
+                f"{failed[-1].error or failed[-1].state}",
+                f"read its log: docker service logs {name} (on the manager); MLflow still runs "
+                "its previous image",
+            )
+        states = ", ".join(sorted({t.state for t in tasks})) or "no task yet"
+        raise NotReady(f"{name}: {states}", service=name)
+
+    return CallableProbe(name, check)
 
 
 def service_info(swarm: SwarmAPI, project: str, name: str) -> SwarmServiceInfo | None:

@@ -155,3 +155,32 @@ def _wrapped(spec: ServiceSpec) -> tuple[tuple[str, ...], tuple[str, ...] | None
         "is the image's own: it cannot run on a swarm with its credentials in secrets",
         "use an image that reads <NAME>_FILE, or set its command",
     )
+
+
+MIGRATE = "migrate"
+# After the prelude exported the backend URI (a secret): MLflow's own schema migration.
+_UPGRADE = ("sh", "-c", 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"')
+
+
+def migration_job(project: Project, mlflow: SwarmServiceSpec) -> SwarmServiceSpec:
+    """`mlflow db upgrade` with MLflow's new image, as a replicated job (one task run to its
+    end) with only the backend URI's secret: run before MLflow's tasks of that image start."""
+    uri = f"{SECRETS_DIR}/{ENV_SECRET_PREFIX}MLFLOW_BACKEND_STORE_URI"
+    secrets = tuple(m for m in mlflow.secrets if m.target == uri)
+    if not secrets:  # a managed PostgreSQL: the URI is no secret, PGPASSWORD is
+        secrets = tuple(m for m in mlflow.secrets if m.target.endswith("-PGPASSWORD"))
+    return replace(
+        mlflow,
+        name=service_name(project.name, MIGRATE),
+        entrypoint=PRELUDE,
+        command=_UPGRADE,
+        aliases=(),
+        labels={**mlflow.labels, labels.SERVICE: MIGRATE},
+        secrets=secrets,
+        configs=(),
+        replicas=1,
+        job=True,
+        ports=(),
+        healthcheck=None,
+        update=None,
+    ).with_hash()
