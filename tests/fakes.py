@@ -494,6 +494,7 @@ class FakeSwarmEngine(FakeEngine):
         self.swarm_services: dict[str, FakeService] = {}
         self.failing: dict[str, str] = {}  # by service label: every task fails with this
         self.deployed: list[SwarmServiceSpec] = []  # every spec created or updated, in order
+        self.stopping: list[TaskInfo] = []  # tasks of removed services, until listed once
 
     def swarm_state(self) -> SwarmState:
         nodes = tuple(self.nodes) if self.manager and self.local_state == "active" else ()
@@ -610,8 +611,17 @@ class FakeSwarmEngine(FakeEngine):
         ]
 
     def remove_service(self, name: str) -> None:
-        if self.swarm_services.pop(name, None) is not None:
+        removed = self.swarm_services.pop(name, None)
+        if removed is not None:
             self._record("remove-service", name)
+            self.stopping += [replace(t, desired_state="remove") for t in removed.tasks]
+
+    def tasks(self, labels: Mapping[str, str]) -> list[TaskInfo]:
+        """Tasks of live services, and of removed ones for one more look (then they are gone)."""
+        found = [t for s in self.swarm_services.values() for t in s.tasks]
+        found += self.stopping
+        self.stopping = []
+        return found
 
 
 def _satisfies(node: SwarmNode, constraint: str) -> bool:

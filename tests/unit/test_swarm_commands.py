@@ -196,6 +196,7 @@ def test_down_keeps_data_and_purge_removes_volumes_and_the_node_label() -> None:
     result = down_swarm(swarm_config(), engine)
     assert result.services == ["p_mlflow", "p_postgres", "p_storage"] and result.networks
     assert not engine.swarm_services and not engine.secret_data and not engine.config_data
+    assert engine.stopping == []  # down waited for the removed services' tasks to be gone
     assert engine.volumes(labels.of_project("p")) == volumes and not result.volumes
     assert engine.nodes[0].labels == {DATA: "true"}
     bring_up(swarm_config(), engine)

@@ -53,6 +53,7 @@ def down_swarm(
     services = [s.name for s in engine.services(selector)]
     for name in services:
         engine.remove_service(name)
+    _stopped(engine, selector)
     containers = engine.containers(selector)
     for info in containers:
         engine.remove(info.id)
@@ -97,6 +98,19 @@ def down_swarm(
         time.monotonic() - started,
         notes,
     )
+
+
+def _stopped(engine: SwarmEngineAPI, selector: dict[str, str]) -> None:
+    """Until no task of the removed services is left on any node (each node stops and removes
+    its own containers after the service is gone)."""
+
+    def check() -> None:
+        left = engine.tasks(selector)
+        if left:
+            nodes = ", ".join(sorted({t.node_id[:12] for t in left if t.node_id}))
+            raise NotReady(f"{len(left)} tasks still stopping (nodes {nodes})", service="tasks")
+
+    wait_ready([CallableProbe("tasks", check)], timeout=SETTLE_TIMEOUT, interval=0.5)
 
 
 def _settle(removals: list[tuple[str, Callable[[], None]]]) -> None:

@@ -238,6 +238,11 @@ class SwarmAPI(Protocol):
 
     def remove_service(self, name: str) -> None: ...
 
+    def tasks(self, labels: Mapping[str, str]) -> list[TaskInfo]:
+        """Every task whose containers carry every one of `labels`, those of removed services
+        included until their containers are gone on their nodes."""
+        ...
+
 
 class SwarmEngineAPI(EngineAPI, SwarmAPI, Protocol):
     """An engine with its swarm: what `connect` gives."""

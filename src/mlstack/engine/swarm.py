@@ -249,6 +249,18 @@ class SwarmCalls:
             ).partition("@sha256:")[0],
         )
 
+    def tasks(self, labels: Mapping[str, str]) -> list[TaskInfo]:
+        with self._translated("listing tasks"):
+            found = self._api.tasks()
+        wanted = dict(labels)
+
+        def carries(task: Mapping[str, Any]) -> bool:
+            container = (task.get("Spec") or {}).get("ContainerSpec") or {}
+            have = container.get("Labels") or {}
+            return all(have.get(k) == v for k, v in wanted.items())
+
+        return [TaskInfo.from_inspect(t, {}) for t in found if carries(t)]
+
     def remove_service(self, name: str) -> None:
         with self._gone_ok(f"removing service {name}"):
             self._api.remove_service(name)
