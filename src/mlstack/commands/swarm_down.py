@@ -63,7 +63,7 @@ def down_swarm(
     for name in configs:
         engine.remove_config(name)
     networks = engine.networks(selector)
-    _settle([(f"network {n}", partial(engine.remove_network, n)) for n in networks])
+    _settle([(f"network {n}", partial(_remove_network, engine, n)) for n in networks])
     volumes: list[str] = []
     notes: list[str] = []
     state_removed = False
@@ -98,6 +98,14 @@ def down_swarm(
         time.monotonic() - started,
         notes,
     )
+
+
+def _remove_network(engine: SwarmEngineAPI, name: str) -> None:
+    """Removed, and no longer listed (the manager's own copy goes a moment after the swarm's):
+    an `up` right after must make it anew."""
+    engine.remove_network(name)
+    if name in engine.networks({}):
+        raise NotReady(f"network {name} is still listed", service=name)
 
 
 def _stopped(engine: SwarmEngineAPI, selector: dict[str, str]) -> None:

@@ -24,7 +24,7 @@ from mlstack.engine.swarm_models import (
     TaskInfo,
     UpdatePolicy,
 )
-from mlstack.errors import EngineConflict, ObjectMissing
+from mlstack.errors import EngineConflict, EngineError, ObjectMissing
 
 NS = 1_000_000_000  # the API's durations are nanoseconds
 
@@ -81,12 +81,24 @@ class SwarmCalls:
     # --- networks, secrets, configs ----------------------------------------------------
 
     def ensure_overlay(self, name: str, labels: Mapping[str, str]) -> bool:
-        with self._translated(f"creating overlay network {name}"):
-            if any(n["Name"] == name for n in self._api.networks(names=[name])):
-                return False
-            self._api.create_network(
-                name, driver="overlay", attachable=True, labels=dict(labels), check_duplicate=True
-            )
+        """Created first, asked after: a manager may still list a network the swarm removed a
+        moment ago (its local copy), and a service cannot attach to that one."""
+        try:
+            with self._translated(f"creating overlay network {name}"):
+                self._api.create_network(
+                    name,
+                    driver="overlay",
+                    attachable=True,
+                    labels=dict(labels),
+                    scope="swarm",
+                    check_duplicate=True,
+                )
+        except EngineConflict:
+            return False
+        except EngineError as e:  # the engine's word for a duplicate varies by version
+            if "already exists" not in e.message:
+                raise
+            return False
         return True
 
     def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> bool:
