@@ -124,7 +124,8 @@ def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
     code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
     assert code == 0, err
     up = json.loads(out)
-    print(f"swarm up: {time.monotonic() - started:.1f} s (cold)")
+    with capsys.disabled():
+        print(f"\nswarm up: {time.monotonic() - started:.1f} s (new stack)")
     assert [s["replicas"] for s in up["services"]] == [1, 1, 2]
     assert up["data_node"] == swarm_cluster.manager.name
     endpoints = {e["node"]: e["url"] for e in up["endpoints"]}
@@ -155,7 +156,8 @@ def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
     started = time.monotonic()
     code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
     assert code == 0, err
-    print(f"swarm up again: {time.monotonic() - started:.1f} s")
+    with capsys.disabled():
+        print(f"\nswarm up again: {time.monotonic() - started:.1f} s (after down, data kept)")
     url = json.loads(out)["endpoints"][0]["url"]
     done = run_client(["-c", COUNT_RUNS, url], env)
     assert done.returncode == 0, done.stderr[-3000:]
