@@ -179,6 +179,37 @@ def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
     assert held == {n.name: {} for n in swarm_cluster.nodes}
 
 
+def test_auth_on_the_swarm_its_config_and_login_from_secrets(
+    swarm_cluster: SwarmCluster,
+    swarm_project: Project,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    project = swarm_project
+    project.write_config(
+        target="swarm",
+        auth=True,
+        allow_unauthenticated=False,
+        mlflow={"replicas": 1, "image": swarm_cluster.pull_ref(_offline()["mlflow"])},
+        postgres={"image": swarm_cluster.pull_ref(_offline()["postgres"])},
+        storage={"image": swarm_cluster.pull_ref(_offline()["storage"])},
+    )
+    code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
+    assert code == 0, err
+    url = json.loads(out)["endpoints"][0]["url"]
+    held = _on_nodes(swarm_cluster, project.name)[swarm_cluster.manager.name]
+    assert len(held["configs"]) == 1 and held["secrets"]
+    code, out, _ = project.cli(capsys, "env", "--format", "json", "--show-secrets")
+    assert code == 0
+    env = client_process_env(json.loads(out))
+    done = run_client(["-c", LOG_RUN, url, "with a login"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    anonymous = client_process_env({})
+    refused = run_client(["-c", COUNT_RUNS, url], anonymous)
+    assert refused.returncode != 0 and "401" in refused.stderr
+    code, status = _status(project, capsys)
+    assert code == 0 and status["overall"] == "healthy", status
+
+
 def test_an_engine_that_is_no_manager_is_refused_in_one_line(
     swarm_cluster: SwarmCluster,
     swarm_project: Project,
