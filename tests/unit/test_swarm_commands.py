@@ -282,3 +282,16 @@ def test_a_failed_migration_leaves_mlflow_on_its_image_and_says_so() -> None:
         caught.value
     )
     assert engine.swarm_services["p_mlflow"].spec.image == swarm_config().mlflow.image
+
+
+def test_logs_on_a_swarm_is_refused_with_the_docker_command_to_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlstack.cli import run
+
+    monkeypatch.setenv("MLSTACK_TARGET", "swarm")
+    monkeypatch.setenv("MLSTACK_AUTH", "true")
+    code = run(["--project", "p", "logs", "mlflow"])
+    err = capsys.readouterr().err.strip()
+    assert code == ExitCode.USAGE and len(err.splitlines()) == 1
+    assert "docker service logs p_<service>" in err

@@ -123,6 +123,13 @@ def logs(
     from mlstack.commands.logs import resolve_service
 
     config = options.config_of(ctx)
+    if config.swarm_target:
+        raise UsageError(
+            "`mlstack logs` reads containers of one engine; on a swarm a service's tasks run "
+            "on several nodes",
+            f"on the manager run `docker service logs {config.project}_<service>` "
+            "(postgres, storage, mlflow)",
+        )
     if service is not None:
         resolve_service(config, service)  # a typo fails before touching the engine
     lines = read_logs(config, options.engine(), service, follow=follow, tail=tail)
