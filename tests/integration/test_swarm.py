@@ -210,6 +210,21 @@ def test_auth_on_the_swarm_its_config_and_login_from_secrets(
     assert code == 0 and status["overall"] == "healthy", status
 
 
+def test_a_changed_mlflow_spec_is_a_rolling_update_that_ends_healthy(
+    swarm_project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = swarm_project
+    code, _, err = project.cli(capsys, "up", "--json", "--timeout", "600")
+    assert code == 0, err
+    code, out, err = project.cli(capsys, "--set", "mlflow.workers=2", "up", "--json")
+    assert code == 0, err
+    actions = {s["service"]: s["action"] for s in json.loads(out)["services"]}
+    assert actions == {"postgres": "kept", "storage": "kept", "mlflow": "updated"}
+    code, status = _status(project, capsys)
+    mlflow = next(s for s in status["services"] if s["service"] == "mlflow")
+    assert code == 0 and (mlflow["running"], mlflow["desired"]) == (2, 2), status
+
+
 def test_an_engine_that_is_no_manager_is_refused_in_one_line(
     swarm_cluster: SwarmCluster,
     swarm_project: Project,

@@ -151,7 +151,9 @@ class SwarmCalls:
                 self._api.create_service(name=spec.name, **body)
             return "created"
         with self._translated(f"updating service {spec.name}"):
-            self._api.update_service(current["ID"], current["Version"]["Index"], **body)
+            self._api.update_service(
+                current["ID"], current["Version"]["Index"], name=spec.name, **body
+            )
         return "updated"
 
     def _service_body(self, spec: SwarmServiceSpec) -> dict[str, Any]:
