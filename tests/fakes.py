@@ -13,12 +13,24 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mlstack import labels
 from mlstack.config.endpoint import DEFAULT_HOST, Endpoint
-from mlstack.engine import ContainerInfo, EngineAPI, OneShot, PullProgress, ServiceSpec
+from mlstack.engine import (
+    ContainerInfo,
+    EngineAPI,
+    OneShot,
+    PullProgress,
+    ServiceSpec,
+    SwarmEngineAPI,
+    SwarmNode,
+    SwarmServiceInfo,
+    SwarmServiceSpec,
+    SwarmState,
+    TaskInfo,
+)
 from mlstack.errors import EngineConflict, ImageUnavailable, MlstackError, NotReady
 from mlstack.health import Probe
 from mlstack.project.backends import Backends
@@ -443,3 +455,180 @@ class FakeBackends:
 
 def _is_backends(backends: FakeBackends) -> Backends:
     return backends  # mypy: FakeBackends implements Backends
+
+
+# --- a swarm ---------------------------------------------------------------------------------
+
+
+def three_nodes() -> list[SwarmNode]:
+    """A manager (the engine mlstack talks to) and two workers, all ready."""
+    return [
+        SwarmNode("n1", "node-1", "manager", "active", "ready", "10.0.0.1"),
+        SwarmNode("n2", "node-2", "worker", "active", "ready", "10.0.0.2"),
+        SwarmNode("n3", "node-3", "worker", "active", "ready", "10.0.0.3"),
+    ]
+
+
+@dataclass
+class FakeService:
+    spec: SwarmServiceSpec
+    id: str
+    tasks: list[TaskInfo]
+
+
+class FakeSwarmEngine(FakeEngine):
+    """A FakeEngine on a swarm (implements SwarmAPI too): nodes with labels, secrets, configs,
+    services whose tasks are scheduled at once (placement constraints on node labels honoured,
+    replicas spread over the nodes), running unless `failing[service]` names their error.
+    `node_id` is the node the engine is; `manager` False makes it a worker, `local_state`
+    "inactive" takes it out of any swarm."""
+
+    def __init__(self, nodes: Sequence[SwarmNode] | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.nodes: list[SwarmNode] = list(three_nodes() if nodes is None else nodes)
+        self.node_id = "n1"
+        self.manager = True
+        self.local_state = "active"
+        self.secret_data: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self.config_data: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self.swarm_services: dict[str, FakeService] = {}
+        self.failing: dict[str, str] = {}  # by service label: every task fails with this
+        self.deployed: list[SwarmServiceSpec] = []  # every spec created or updated, in order
+        self.stopping: list[TaskInfo] = []  # tasks of removed services, until listed once
+
+    def swarm_state(self) -> SwarmState:
+        nodes = tuple(self.nodes) if self.manager and self.local_state == "active" else ()
+        node = self.node_id if self.local_state == "active" else ""
+        return SwarmState(node, self.local_state, self.manager, nodes)
+
+    def set_node_label(self, node_id: str, key: str, value: str | None) -> None:
+        for i, node in enumerate(self.nodes):
+            if node.id == node_id:
+                changed = {k: v for k, v in node.labels.items() if k != key}
+                if value is not None:
+                    changed[key] = value
+                self.nodes[i] = replace(node, labels=changed)
+                self._record("label-node", f"{node.hostname} {key}={value}")
+
+    def ensure_overlay(self, name: str, labels: Mapping[str, str]) -> bool:
+        return self.ensure_network(name, labels)
+
+    def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> bool:
+        if name in self.secret_data:
+            return False
+        self._record("create-secret", name)
+        self.secret_data[name] = (data, dict(labels))
+        return True
+
+    def secrets(self, labels: Mapping[str, str]) -> list[str]:
+        found = self.secret_data.items()
+        return sorted(n for n, (_, have) in found if self._matches(have, labels))
+
+    def _in_use(self, name: str) -> bool:
+        mounts = [
+            m for s in self.swarm_services.values() for m in (*s.spec.secrets, *s.spec.configs)
+        ]
+        return any(m.name == name for m in mounts)
+
+    def remove_secret(self, name: str) -> None:
+        if self._in_use(name):
+            raise EngineConflict(f"secret {name} is in use by a service")
+        if self.secret_data.pop(name, None) is not None:
+            self._record("remove-secret", name)
+
+    def create_config(self, name: str, data: bytes, labels: Mapping[str, str]) -> bool:
+        if name in self.config_data:
+            return False
+        self._record("create-config", name)
+        self.config_data[name] = (data, dict(labels))
+        return True
+
+    def configs(self, labels: Mapping[str, str]) -> list[str]:
+        found = self.config_data.items()
+        return sorted(n for n, (_, have) in found if self._matches(have, labels))
+
+    def remove_config(self, name: str) -> None:
+        if self._in_use(name):
+            raise EngineConflict(f"config {name} is in use by a service")
+        if self.config_data.pop(name, None) is not None:
+            self._record("remove-config", name)
+
+    def deploy_service(self, spec: SwarmServiceSpec) -> str:
+        for mount in spec.secrets:
+            assert mount.name in self.secret_data, f"secret {mount.name} not created first"
+        for mount in spec.configs:
+            assert mount.name in self.config_data, f"config {mount.name} not created first"
+        current = self.swarm_services.get(spec.name)
+        if current is not None and current.spec.spec_hash == spec.spec_hash:
+            return "kept"
+        action = "created" if current is None else "updated"
+        self._record(f"{action[:-1]}-service", spec.name)
+        service_id = current.id if current else f"svc{next(_ids)}"
+        self.swarm_services[spec.name] = FakeService(spec, service_id, self._schedule(spec))
+        return action
+
+    def _schedule(self, spec: SwarmServiceSpec) -> list[TaskInfo]:
+        fits = [n for n in self.nodes if all(_satisfies(n, c) for c in spec.constraints)]
+        error = self.failing.get(spec.labels.get(labels.SERVICE, ""), "")
+        self.deployed.append(spec)
+        if not fits:
+            error = "no suitable node (scheduling constraints not satisfied on 3 nodes)"
+        tasks = []
+        for slot in range(1, spec.replicas + 1):
+            node = fits[(slot - 1) % len(fits)] if fits else None
+            if node is not None and not error:
+                for volume, _ in spec.volumes:
+                    if node.id == self.node_id:
+                        self.volume_labels.setdefault(volume, dict(spec.volume_labels))
+            tasks.append(
+                TaskInfo(
+                    id=f"task{next(_ids)}",
+                    node_id=node.id if node and not error else "",
+                    node=node.hostname if node and not error else "",
+                    state="failed" if error else ("complete" if spec.job else "running"),
+                    desired_state="complete" if spec.job else "running",
+                    error=error,
+                    slot=slot,
+                    spec_hash=spec.spec_hash,
+                )
+            )
+        return tasks
+
+    def services(self, labels: Mapping[str, str]) -> list[SwarmServiceInfo]:
+        found = [s for s in self.swarm_services.values() if self._matches(s.spec.labels, labels)]
+        return [
+            SwarmServiceInfo(
+                s.id,
+                s.spec.name,
+                dict(s.spec.labels),
+                s.spec.replicas,
+                s.spec.ports,
+                tuple(s.tasks),
+                s.spec.job,
+                s.spec.image,
+            )
+            for s in sorted(found, key=lambda s: s.spec.name)
+        ]
+
+    def remove_service(self, name: str) -> None:
+        removed = self.swarm_services.pop(name, None)
+        if removed is not None:
+            self._record("remove-service", name)
+            self.stopping += [replace(t, desired_state="remove") for t in removed.tasks]
+
+    def tasks(self, labels: Mapping[str, str]) -> list[TaskInfo]:
+        """Tasks of live services, and of removed ones for one more look (then they are gone)."""
+        found = [t for s in self.swarm_services.values() for t in s.tasks]
+        found += self.stopping
+        self.stopping = []
+        return found
+
+
+def _satisfies(node: SwarmNode, constraint: str) -> bool:
+    key, _, value = constraint.partition("==")
+    assert key.startswith("node.labels."), f"the fake knows node labels only, not {key}"
+    return node.labels.get(key.removeprefix("node.labels.")) == value
+
+
+def _is_swarm_engine(engine: FakeSwarmEngine) -> SwarmEngineAPI:
+    return engine  # mypy: FakeSwarmEngine implements EngineAPI and SwarmAPI

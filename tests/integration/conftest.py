@@ -32,6 +32,12 @@ from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import EngineUnavailable
 from mlstack.state import ProjectState
 from tests.integration.remote_server import DIND_IMAGE, RemoteServer, remote_server
+from tests.integration.swarm_cluster import (
+    REGISTRY_IMAGE,
+    SwarmCluster,
+    SwarmSession,
+    swarm_session,
+)
 from tests.secret_scan import assert_no_secrets, secret_values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,6 +118,21 @@ def remote(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     home = tmp_path_factory.mktemp("remote-server")
     with remote_server(engine._api, home, {SESSION_LABEL: SESSION}) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def swarm(engine: Engine) -> Iterator[SwarmSession]:
+    """The 3-node swarm of scripts/swarm-cluster: started for the session unless it is up."""
+    for image in (DIND_IMAGE, REGISTRY_IMAGE):
+        if engine.image_id(image) is None:
+            skip_or_fail(f"{image} is missing: run scripts/offline-images")
+    with swarm_session(engine._api) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def swarm_cluster(swarm: SwarmSession) -> SwarmCluster:
+    return swarm.cluster
 
 
 def free_ports(count: int) -> list[int]:

@@ -149,11 +149,23 @@ def test_init_writes_a_config_that_loads(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0 and err.strip() == "wrote mlstack.yaml"
     written = yaml.safe_load(Path("mlstack.yaml").read_text())
     optional = {
-        k for k in valid_keys() if ".external." in k or k in ("host", "tls.cert", "tls.key")
+        k
+        for k in valid_keys()
+        if ".external." in k
+        or k in ("host", "tls.cert", "tls.key", "mlflow.replicas", "swarm.data_node")
     }
     assert _keys(written) == set(valid_keys()) - optional  # every key, each with its default
     text = Path("mlstack.yaml").read_text()
-    for key in ("# host:", "# external:", "{cert:", "key:", "password_env:", "secret_key_env:"):
+    for key in (
+        "# host:",
+        "# replicas:",
+        "# data_node:",
+        "# external:",
+        "{cert:",
+        "key:",
+        "password_env:",
+        "secret_key_env:",
+    ):
         assert key in text  # the optional ones, commented
     assert load_config(Path("mlstack.yaml"), env={}).config == StackConfig()
     code, out, _ = cli(capsys, "config", "--json")

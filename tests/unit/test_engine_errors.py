@@ -12,7 +12,9 @@ from typing import Any
 import docker.errors
 import pytest
 import requests
+import urllib3.exceptions
 
+from mlstack.engine import SwarmServiceSpec
 from mlstack.engine.docker import DockerEngine
 from mlstack.errors import (
     EngineConflict,
@@ -23,6 +25,8 @@ from mlstack.errors import (
     ObjectMissing,
     exit_code_for,
 )
+
+SPEC = SwarmServiceSpec("p_x", "image", None, None, {}, "p-net", (), {})
 
 
 class Response:
@@ -66,10 +70,24 @@ def engine_raising(error: BaseException) -> DockerEngine:
         (docker.errors.DockerException("no engine"), EngineUnavailable, ExitCode.ENGINE),
         (ConnectionResetError("reset"), EngineUnavailable, ExitCode.ENGINE),
         (requests.exceptions.ReadTimeout("slow"), EngineError, ExitCode.INTERNAL),
+        (urllib3.exceptions.ProtocolError("Connection broken"), EngineUnavailable, ExitCode.ENGINE),
     ],
 )
 @pytest.mark.parametrize(
-    "call", ["start", "unpause", "stop", "remove", "networks", "exec", "remove_volume"]
+    "call",
+    [
+        "start",
+        "unpause",
+        "stop",
+        "remove",
+        "networks",
+        "exec",
+        "remove_volume",
+        "swarm_state",
+        "services",
+        "deploy_service",
+        "remove_secret",
+    ],
 )
 def test_every_call_translates_the_engines_errors_keeping_the_cause(
     error: BaseException, kind: type[EngineError], code: ExitCode, call: str
@@ -83,6 +101,10 @@ def test_every_call_translates_the_engines_errors_keeping_the_cause(
         "networks": lambda: engine.networks({"a": "b"}),
         "exec": lambda: engine.exec("x", ["true"]),
         "remove_volume": lambda: engine.remove_volume("x"),
+        "swarm_state": engine.swarm_state,
+        "services": lambda: engine.services({"a": "b"}),
+        "deploy_service": lambda: engine.deploy_service(SPEC),
+        "remove_secret": lambda: engine.remove_secret("x"),
     }
     with pytest.raises(kind) as caught:
         calls[call]()

@@ -13,7 +13,7 @@ from mlstack.errors import UsageError
 
 if TYPE_CHECKING:
     from mlstack.config import LoadedConfig, StackConfig
-    from mlstack.engine import EngineAPI
+    from mlstack.engine import SwarmEngineAPI
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
@@ -63,7 +63,7 @@ def config_of(ctx: typer.Context) -> StackConfig:
     return loaded(ctx).config
 
 
-def engine() -> EngineAPI:
+def engine() -> SwarmEngineAPI:
     """The Docker engine the environment names; EngineUnavailable (exit 3) when none answers.
     (Tests put a FakeEngine here.)"""
     # deferred: the engine's models are not needed to parse or print help

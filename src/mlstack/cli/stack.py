@@ -33,6 +33,12 @@ def up(
     project = Project.open(config, create_secrets=True, save=False, engine=engine)
     assert project is not None  # create_secrets: never None
     with project.state.lock("up"), LiveProgress(enabled=not json_) as progress:
+        if config.swarm_target:
+            # deferred: as above
+            from mlstack.commands.swarm_up import up_swarm
+
+            swarm = up_swarm(project, engine, timeout=timeout, report=progress.report)
+            raise typer.Exit(render(swarm, as_json=json_))
         result = bring_up(project, engine, pull=pull, timeout=timeout, report=progress.report)
     raise typer.Exit(render(result, as_json=json_))
 
@@ -43,7 +49,13 @@ def status(ctx: typer.Context, json_: JsonFlag = False) -> None:
     # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.status import status as stack_status
 
-    result = stack_status(options.config_of(ctx), options.engine())
+    config = options.config_of(ctx)
+    if config.swarm_target:
+        # deferred: as above
+        from mlstack.commands.swarm_status import status_swarm
+
+        raise typer.Exit(render(status_swarm(config, options.engine()), as_json=json_))
+    result = stack_status(config, options.engine())
     raise typer.Exit(render(result, as_json=json_))
 
 
@@ -76,6 +88,11 @@ def down(
             raise typer.Exit(int(ExitCode.USAGE))
     engine = options.engine()
     with ProjectState.for_project(config.project).lock("down"):
+        if config.swarm_target:
+            # deferred: as above
+            from mlstack.commands.swarm_down import down_swarm
+
+            raise typer.Exit(render(down_swarm(config, engine, purge=purge)))
         result = take_down(config, engine, purge=purge)
     raise typer.Exit(render(result))
 
@@ -106,6 +123,13 @@ def logs(
     from mlstack.commands.logs import resolve_service
 
     config = options.config_of(ctx)
+    if config.swarm_target:
+        raise UsageError(
+            "`mlstack logs` reads containers of one engine; on a swarm a service's tasks run "
+            "on several nodes",
+            f"on the manager run `docker service logs {config.project}_<service>` "
+            "(postgres, storage, mlflow)",
+        )
     if service is not None:
         resolve_service(config, service)  # a typo fails before touching the engine
     lines = read_logs(config, options.engine(), service, follow=follow, tail=tail)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mlstack.cli.output import Screen, escape, jsonable, screens, table
+from mlstack.cli.swarm_views import swarm_down_view, swarm_status_view, swarm_up_view
 
 if TYPE_CHECKING:
     from mlstack.commands.demo import DemoResult
@@ -294,6 +295,9 @@ VIEWS: dict[str, Callable[[Any, Screen], None]] = {
     "UiResult": ui_view,
     "GcResult": gc_view,
     "ExportResult": export_view,
+    "SwarmUpResult": swarm_up_view,
+    "SwarmStatusResult": swarm_status_view,
+    "SwarmDownResult": swarm_down_view,
 }
 
 

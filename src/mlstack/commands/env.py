@@ -46,6 +46,12 @@ def env(
     user's certificate file that ends with a self-signed certificate)."""
     state = ProjectState.for_project(config.project)
     if s3 and config.storage.external is None:
+        if config.swarm_target:
+            raise UsageError(
+                "--s3 gives the stack's own S3 endpoint, which a swarm publishes nowhere (S3 "
+                "answers only inside the stack's overlay network)",
+                "clients need only MLFLOW_TRACKING_URI (artifacts go through MLflow)",
+            )
         _refuse_remote_s3()
     needs_secrets = s3 or config.auth
     creds = credentials.load(state) if needs_secrets else None

@@ -61,9 +61,12 @@ def allowed_hosts(config: StackConfig, in_network: str = IN_NETWORK) -> list[str
     hosts = [f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"]
     if config.host or config.bind not in ("127.0.0.1", "::1", "0.0.0.0", "::"):
         hosts.append(f"{config.client_host}:{port}")  # the name clients use (`host`)
-    if config.bind in ("0.0.0.0", "::"):
-        # Published on every interface: whatever name the machine is reached by, on this port.
+    if config.bind in ("0.0.0.0", "::") or config.swarm_target:
+        # Published on every interface (on a swarm, of every node running a task): whatever
+        # name the machine is reached by, on this port.
         hosts.append(f"*:{port}")
+    if config.swarm_target:  # a task's healthcheck calls its own server, not the service's
+        hosts.append(f"localhost:{MLFLOW_CONTAINER_PORT}")
     hosts += [
         f"mlflow:{MLFLOW_CONTAINER_PORT}",
         f"{config.project}-mlflow:{MLFLOW_CONTAINER_PORT}",
@@ -138,8 +141,12 @@ def api_check(timeout: float, *, auth: bool, base: str = f"http://{IN_NETWORK}:5
 
 
 def mlflow_healthcheck(config: StackConfig, in_network: str = IN_NETWORK) -> list[str]:
-    """The MLflow container's healthcheck: the API by its in-network name (see api_check)."""
-    check = api_check(4, auth=config.auth, base=in_network_url(config, in_network))
+    """The MLflow container's healthcheck: the API by its in-network name (see api_check); on
+    a swarm by localhost, where the name may answer from another replica."""
+    base = in_network_url(config, in_network)
+    if config.swarm_target:
+        base = f"http://localhost:{MLFLOW_CONTAINER_PORT}"
+    check = api_check(4, auth=config.auth, base=base)
     return ["CMD", "python", "-S", "-c", check]
 
 

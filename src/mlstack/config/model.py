@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mlstack import labels as label_keys
@@ -29,6 +29,13 @@ from mlstack.config.checks import (
 )
 from mlstack.config.exposure import TlsConfig, exposure_problems
 from mlstack.config.external import ExternalPostgres, ExternalStorage, host_problem
+from mlstack.config.swarm import (
+    TARGETS,
+    SwarmConfig,
+    default_replicas,
+    replicas_problems,
+    tls_problems,
+)
 
 DEFAULT_IMAGES = {
     # MinIO's Docker Hub images are gone and the community edition is archived; quay.io still
@@ -148,24 +155,34 @@ class MlflowConfig:
     image: str = "ghcr.io/mlflow/mlflow:v3.17.2-full"
     port: int = 5050  # not 5000: macOS AirPlay holds 5000
     workers: int = 1
+    # Tasks of the MLflow service on a swarm; None until the target is known (2 there, 1 else).
+    replicas: int | None = None
 
     @classmethod
     def checked(cls, data: Mapping[str, Any], check: Checker) -> MlflowConfig:
         unknown_keys(check, "mlflow.", data, cls)
         image = check.text("mlflow.image", data.get("image", cls.image), image_problem)
+        replicas = data.get("replicas")
+        if replicas is not None:  # its range is checked with the target (config/swarm.py)
+            replicas = check.integer("mlflow.replicas", replicas, (-(2**31), 2**31))
         return cls(
             image=(image or cls.image).strip(),
             port=check.integer("mlflow.port", data.get("port", 5050), PORT_RANGE) or 5050,
             workers=check.integer("mlflow.workers", data.get("workers", 1), WORKERS_RANGE) or 1,
+            replicas=replicas,
         )
 
 
-SECTIONS: dict[str, type[StorageConfig] | type[PostgresConfig] | type[MlflowConfig]] = {
+SECTIONS: dict[
+    str, type[StorageConfig] | type[PostgresConfig] | type[MlflowConfig] | type[SwarmConfig]
+] = {
     "storage": StorageConfig,
     "postgres": PostgresConfig,
     "mlflow": MlflowConfig,
+    "swarm": SwarmConfig,
 }
-TOP_LEVEL = ("project", "bind", "host", "auth", "allow_unauthenticated", "tls", "labels")
+TOP_LEVEL: tuple[str, ...] = ("project", "target", "bind", "host", "auth")
+TOP_LEVEL += ("allow_unauthenticated", "tls", "labels")
 
 
 def _external(check: Checker, section: str, data: Mapping[str, Any], cls: Any) -> tuple[Any, Any]:
@@ -184,6 +201,8 @@ def _external(check: Checker, section: str, data: Mapping[str, Any], cls: Any) -
 @dataclass(frozen=True)
 class StackConfig:
     project: str = "mlstack"
+    # Where the stack runs: containers on one engine, or services on a Docker Swarm.
+    target: str = "local"
     bind: str = "127.0.0.1"
     # MLflow's basic-auth app: a login for the UI and the API (admin credentials in secrets.env).
     # Top level, beside `bind`: together they say who can reach the stack and who can use it.
@@ -198,6 +217,7 @@ class StackConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    swarm: SwarmConfig = field(default_factory=SwarmConfig)
     # Extra labels on every container, network and volume of the stack (e.g. a team or cost
     # centre), as compose's `labels:`; mlstack's own (io.mlstack.*) are always set besides.
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -234,9 +254,14 @@ class StackConfig:
         bind = check.text("bind", data.get("bind", "127.0.0.1"), _bind_problem)
         host = data.get("host")
         host = None if host is None else check.text("host", host, host_problem)
+        target = check.choice("target", data.get("target", "local"), TARGETS) or "local"
+        mlflow: MlflowConfig = sections["mlflow"]
+        if mlflow.replicas is None:
+            sections["mlflow"] = replace(mlflow, replicas=default_replicas(target))
         config = cls.__new__(cls)
         values = {
             "project": project or "mlstack",
+            "target": target,
             "bind": str(ipaddress.ip_address(bind)) if bind else "127.0.0.1",
             "auth": bool(check.boolean("auth", data.get("auth", False))),
             "host": host.strip("[]") if host else None,
@@ -324,8 +349,13 @@ class StackConfig:
 
     @property
     def exposed(self) -> bool:
-        """True when ports are published beyond this machine."""
-        return not ipaddress.ip_address(self.bind).is_loopback
+        """True when ports are published beyond this machine: always on a swarm, whose
+        published MLflow port answers on other nodes' addresses whatever `bind` says."""
+        return self.swarm_target or not ipaddress.ip_address(self.bind).is_loopback
+
+    @property
+    def swarm_target(self) -> bool:
+        return self.target == "swarm"
 
 
 def _labels(check: Checker, raw: Any) -> dict[str, str]:
@@ -350,6 +380,8 @@ def _cross_checks(config: StackConfig) -> list[Problem]:
             text = f"{key} and {seen[port]} are both {port}: give each its own port"
             problems.append(Problem("", text))
         seen[port] = key
+    problems += replicas_problems(config.target, config.mlflow.replicas)
+    problems += tls_problems(config.target, config.tls.enabled)
     problems += exposure_problems(
         exposed=config.exposed,
         auth=config.auth,

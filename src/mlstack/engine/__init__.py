@@ -23,6 +23,16 @@ from mlstack.engine.models import (
     PullProgress,
     ServiceSpec,
 )
+from mlstack.engine.swarm_models import (
+    FileMount,
+    PublishedPort,
+    SwarmNode,
+    SwarmServiceInfo,
+    SwarmServiceSpec,
+    SwarmState,
+    TaskInfo,
+    UpdatePolicy,
+)
 from mlstack.errors import EngineConflict, EngineError, EngineUnavailable, ImageUnavailable
 
 __all__ = [
@@ -32,12 +42,22 @@ __all__ = [
     "EngineConflict",
     "EngineError",
     "EngineUnavailable",
+    "FileMount",
     "HealthcheckSpec",
     "ImageUnavailable",
     "OneShot",
     "PortSpec",
+    "PublishedPort",
     "PullProgress",
     "ServiceSpec",
+    "SwarmAPI",
+    "SwarmEngineAPI",
+    "SwarmNode",
+    "SwarmServiceInfo",
+    "SwarmServiceSpec",
+    "SwarmState",
+    "TaskInfo",
+    "UpdatePolicy",
     "connect",
 ]
 
@@ -171,7 +191,64 @@ class EngineAPI(Protocol):
         ...
 
 
-def connect(timeout: float = 60, endpoint: Endpoint | None = None) -> EngineAPI:
+class SwarmAPI(Protocol):
+    """The Docker Swarm the connected engine belongs to, as a manager drives it. Objects are
+    found by label; each call raises mlstack errors only, like EngineAPI's."""
+
+    def swarm_state(self) -> SwarmState:
+        """The engine's node id and role; every node when it is a manager."""
+        ...
+
+    def set_node_label(self, node_id: str, key: str, value: str | None) -> None:
+        """Set a label on a node (None: remove it)."""
+        ...
+
+    def ensure_overlay(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Create an attachable overlay network unless it exists; True when created."""
+        ...
+
+    def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> bool:
+        """Create a secret unless one of that name exists; True when created."""
+        ...
+
+    def secrets(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of the secrets carrying every one of `labels`, sorted."""
+        ...
+
+    def remove_secret(self, name: str) -> None: ...
+
+    def create_config(self, name: str, data: bytes, labels: Mapping[str, str]) -> bool:
+        """Create a config unless one of that name exists; True when created."""
+        ...
+
+    def configs(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of the configs carrying every one of `labels`, sorted."""
+        ...
+
+    def remove_config(self, name: str) -> None: ...
+
+    def deploy_service(self, spec: SwarmServiceSpec) -> str:
+        """Create the service, or update it when its spec hash differs (a job is replaced):
+        "created", "updated" or "kept"."""
+        ...
+
+    def services(self, labels: Mapping[str, str]) -> list[SwarmServiceInfo]:
+        """The services carrying every one of `labels`, with their tasks, sorted by name."""
+        ...
+
+    def remove_service(self, name: str) -> None: ...
+
+    def tasks(self, labels: Mapping[str, str]) -> list[TaskInfo]:
+        """Every task whose containers carry every one of `labels`, those of removed services
+        included until their containers are gone on their nodes."""
+        ...
+
+
+class SwarmEngineAPI(EngineAPI, SwarmAPI, Protocol):
+    """An engine with its swarm: what `connect` gives."""
+
+
+def connect(timeout: float = 60, endpoint: Endpoint | None = None) -> SwarmEngineAPI:
     """The engine the environment names (DOCKER_HOST with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH,
     else the docker context), or `endpoint`."""
     # deferred: the docker SDK and requests cost ~0.1 s to import; --help and config need neither

@@ -17,6 +17,7 @@ import docker
 import docker.errors
 import docker.tls
 import requests
+import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
 from mlstack.config.endpoint import DEFAULT_HOST, Endpoint, TlsFiles, resolve_endpoint
@@ -29,6 +30,7 @@ from mlstack.engine.models import (
     pull_hint,
 )
 from mlstack.engine.relay import Forwarder, Stream, one_call_at_a_time, relay_command
+from mlstack.engine.swarm import SwarmCalls
 from mlstack.errors import (
     EngineConflict,
     EngineError,
@@ -61,6 +63,11 @@ def _translated(
     # ConnectTimeout is a ConnectionError (no answer to begin with); the builtin: the socket
     except (requests.ConnectionError, docker.errors.DockerException, ConnectionError) as e:
         raise unreachable(endpoint, e, ssh_said=said()) from e
+    except urllib3.exceptions.ProtocolError as e:  # a stream (a pull, logs) cut off midway
+        raise EngineUnavailable(
+            f"{what}: the Docker engine at {endpoint.describe()} broke off the connection",
+            "check that the engine still runs (`docker info` there), then run the command again",
+        ) from e
     except requests.exceptions.Timeout as e:
         raise EngineError(
             f"{what}: the Docker engine at {endpoint.describe()} did not answer in time", _HINT
@@ -96,8 +103,8 @@ class _Client(docker.DockerClient):
         self.api = _ApiClient(**kwargs)
 
 
-class DockerEngine(ContainerCalls):
-    """A connected Docker engine (implements `EngineAPI`)."""
+class DockerEngine(ContainerCalls, SwarmCalls):
+    """A connected Docker engine (implements `EngineAPI` and `SwarmAPI`)."""
 
     def __init__(self, client: docker.DockerClient, endpoint: Endpoint = LOCAL) -> None:
         self._client = client

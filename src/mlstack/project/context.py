@@ -96,7 +96,8 @@ class Project:
             variables.update(tls.variables() if tls else stand_in_variables())
         spec = from_compose(compose, variables)
         relay = None
-        if engine is not None and engine.remote:
+        if engine is not None and (engine.remote or config.swarm_target):
+            # (a swarm publishes neither PostgreSQL nor S3: they are reached inside its network)
             relay = Relay(
                 engine,
                 relay_spec(config.project, config.mlflow.image, config.labels),

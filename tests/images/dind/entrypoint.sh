@@ -49,6 +49,10 @@ until [ -f /certs/ready ]; do
 done
 log "certificates received"
 
+# A container stopped by a kill keeps its files: a dockerd started again would refuse the
+# pid file the killed one left (the swarm cluster's nodes are killed and started again).
+rm -f /var/run/docker.pid
+
 # --oom-score-adjust=0: lowering it needs CAP_SYS_RESOURCE, which the container may not have.
 exec dockerd \
     --host=unix:///var/run/docker.sock \

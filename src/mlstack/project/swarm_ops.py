@@ -1,0 +1,140 @@
+"""What the swarm commands share: the checks before anything is made, the readiness of a
+service's tasks (a probe for health.wait_ready's one loop), MLflow's published endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mlstack import labels
+from mlstack.config import StackConfig
+from mlstack.engine import EngineAPI, SwarmAPI, SwarmNode, SwarmServiceInfo, SwarmState
+from mlstack.errors import ConfigError, NotReady, ProvisionError
+from mlstack.health import CallableProbe, MlflowProbe, Probe
+from mlstack.project.context import Project
+
+NOT_A_MANAGER_HINT = (
+    "point mlstack at a manager of the swarm (DOCKER_HOST=ssh://<manager>, a docker context; "
+    "`docker node ls` on a manager lists them), or set target: local"
+)
+
+
+def require_manager(config: StackConfig, engine: EngineAPI, swarm: SwarmAPI) -> SwarmState:
+    """The swarm's state, when the engine is one of its managers; ConfigError otherwise."""
+    state = swarm.swarm_state()
+    where = engine.endpoint.describe()
+    if not state.node_id or state.local_state != "active":
+        raise ConfigError(
+            f"target: swarm, but the Docker engine at {where} is in no swarm "
+            f"(swarm state {state.local_state})",
+            "run `docker swarm init` there, " + NOT_A_MANAGER_HINT,
+        )
+    if not state.manager:
+        raise ConfigError(
+            f"target: swarm, but the Docker engine at {where} is a swarm worker, not a manager",
+            NOT_A_MANAGER_HINT,
+        )
+    return state
+
+
+def data_node(config: StackConfig, state: SwarmState) -> SwarmNode:
+    """The node that keeps the volumes: `swarm.data_node`, else the manager mlstack talks to."""
+    wanted = config.swarm.data_node
+    node = state.node(wanted) if wanted else state.this_node
+    if node is None:
+        names = ", ".join(sorted(n.hostname for n in state.nodes)) or "none"
+        raise ConfigError(
+            f"swarm.data_node {wanted!r} matches no node of the swarm (its nodes: {names})",
+            "set swarm.data_node to one of those hostnames or a node ID, or remove it to keep "
+            "the data on the manager mlstack talks to",
+        )
+    return node
+
+
+def tasks_running(
+    swarm: SwarmAPI, service: str, name: str, labels: dict[str, str], replicas: int
+) -> Probe:
+    """Passes once `replicas` tasks of the service's present spec run; until then NotReady
+    with the swarm's own reason (no node fits, a failed task's error)."""
+
+    def check() -> None:
+        found = [s for s in swarm.services(labels) if s.name == name]
+        if not found:
+            raise NotReady(f"{name}: no such service", service=service)
+        info = found[0]
+        if len(info.current) >= replicas:
+            return
+        why = next((t.error for t in reversed(info.tasks) if t.error), "")
+        state = ", ".join(sorted({t.state for t in info.tasks})) or "no task yet"
+        text = f"{len(info.current)} of {replicas} tasks running ({state})"
+        raise NotReady(f"{name}: {text}" + (f": {why}" if why else ""), service=service)
+
+    return CallableProbe(service, check)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """MLflow as a client reaches one published port (one node's, in host mode)."""
+
+    node: str
+    url: str
+
+
+def endpoints(project: Project, state: SwarmState, info: SwarmServiceInfo) -> list[Endpoint]:
+    """Host mode: each node running a task; ingress: the manager (the mesh balances)."""
+    config = project.config
+    scheme = "https" if config.tls.enabled else "http"
+    port = config.mlflow.port
+    if config.swarm.publish_mode != "host":
+        return [Endpoint("mesh", f"{scheme}://{config.client_host}:{port}")]
+    found: dict[str, Endpoint] = {}
+    for task in info.running:
+        node = state.node(task.node_id)
+        if node is None or task.node in found:
+            continue
+        host = node.addr or config.client_host
+        found[task.node] = Endpoint(task.node, f"{scheme}://{_bracket(host)}:{port}")
+    return sorted(found.values(), key=lambda e: e.node)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def endpoint_probe(project: Project) -> Callable[[Endpoint], Probe]:
+    def make(endpoint: Endpoint) -> Probe:
+        return MlflowProbe(
+            f"mlflow@{endpoint.node}",
+            endpoint.url,
+            headers=project.mlflow_headers(),
+            cafile=project.ca_file,
+        )
+
+    return make
+
+
+def job_done(swarm: SwarmAPI, project: str, name: str) -> Probe:
+    """Passes once the job's task completed; a failed task fails at once with its error."""
+
+    def check() -> None:
+        info = service_info(swarm, project, name)
+        tasks = info.tasks if info else ()
+        if any(t.state == "complete" for t in tasks):
+            return
+        failed = [t for t in tasks if t.state in ("failed", "rejected")]
+        if failed:
+            raise ProvisionError(
+                f"{name}: `mlflow db upgrade` failed on {failed[-1].node or 'no node'}: "
+                f"{failed[-1].error or failed[-1].state}",
+                f"read its log: docker service logs {name} (on the manager); MLflow still runs "
+                "its previous image",
+            )
+        states = ", ".join(sorted({t.state for t in tasks})) or "no task yet"
+        raise NotReady(f"{name}: {states}", service=name)
+
+    return CallableProbe(name, check)
+
+
+def service_info(swarm: SwarmAPI, project: str, name: str) -> SwarmServiceInfo | None:
+    found = [s for s in swarm.services(labels.of_project(project)) if s.name == name]
+    return found[0] if found else None

@@ -1,0 +1,297 @@
+"""`up`, `status` and `down` with target: swarm on the FakeSwarmEngine: the checks before
+anything is made, what is made (secrets, configs, a labelled data node, services), and what
+`down` removes or keeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from mlstack import labels
+from mlstack.commands.swarm_down import down_swarm
+from mlstack.commands.swarm_status import status_swarm
+from mlstack.commands.swarm_up import up_swarm
+from mlstack.config import StackConfig
+from mlstack.errors import ConfigError, ExitCode, NotReady
+from mlstack.project.context import Project
+from mlstack.project.swarm_ops import Endpoint
+from mlstack.project.swarm_plan import PRELUDE, data_label
+from mlstack.state import ProjectState
+from tests.fakes import FakeBackends, FakeSwarmEngine
+
+DATA = data_label("p")
+
+
+def swarm_config(**extra: object) -> StackConfig:
+    values: dict[str, object] = {"project": "p", "target": "swarm", "auth": True}
+    return StackConfig(**{**values, **extra})  # type: ignore[arg-type]
+
+
+@dataclass
+class Endpoints:
+    """MLflow's published endpoints as scripted: those in `down` refuse connections."""
+
+    down: set[str] = field(default_factory=set)
+    seen: list[str] = field(default_factory=list)
+
+    def probe(self, endpoint: Endpoint) -> _EndpointProbe:
+        return _EndpointProbe(f"mlflow@{endpoint.node}", endpoint.url, self)
+
+
+@dataclass
+class _EndpointProbe:
+    service: str
+    url: str
+    owner: Endpoints
+
+    def check(self) -> None:
+        self.owner.seen.append(self.url)
+        if self.url in self.owner.down:
+            raise NotReady(f"{self.url}: connection refused", service=self.service)
+
+
+def bring_up(config: StackConfig, engine: FakeSwarmEngine, endpoints: Endpoints | None = None):  # type: ignore[no-untyped-def]
+    engine.pullable.add(config.mlflow.image)  # the relay's, on the manager
+    project = Project.open(config, create_secrets=True, save=False, engine=engine)
+    assert project is not None
+    endpoints = endpoints or Endpoints()
+    backends = FakeBackends(engine, "p")
+    for probe in backends.scripted.values():
+        probe.container = None  # no containers on a swarm: the probes pass as scripted
+    return up_swarm(
+        project, engine, timeout=5, backends=backends, probe_endpoint=endpoints.probe
+    ), backends
+
+
+def test_up_deploys_the_stack_with_secrets_out_of_the_environment() -> None:
+    engine = FakeSwarmEngine()
+    endpoints = Endpoints()
+    result, backends = bring_up(swarm_config(), engine, endpoints)
+    assert [(s.service, s.action, s.replicas) for s in result.services] == [
+        ("postgres", "created", 1),
+        ("storage", "created", 1),
+        ("mlflow", "created", 2),
+    ]
+    assert engine.nodes[0].labels == {DATA: "true"} and result.data_node == "node-1"
+    assert ("pull", swarm_config().mlflow.image) in engine.calls  # the relay's image
+    assert engine.networks(labels.of_project("p")) == ["p-net"]
+    # MLflow answers on each node that runs one of its two tasks
+    assert [e.node for e in result.endpoints] == ["node-1", "node-2"]
+    assert sorted(set(endpoints.seen)) == ["http://10.0.0.1:5050", "http://10.0.0.2:5050"]
+    assert backends.databases and backends.buckets
+    secrets = ProjectState.for_project("p")
+    values = Project.open(swarm_config()).secrets.values()  # type: ignore[union-attr]
+    assert secrets.root.exists() and values
+    for service in engine.swarm_services.values():
+        spec = service.spec
+        assert spec.labels["com.docker.stack.namespace"] == "p"
+        environment = " ".join(f"{k}={v}" for k, v in spec.environment.items())
+        assert not any(v in environment for v in values), spec.name
+        assert not any(v in " ".join(spec.command or ()) for v in values)
+    postgres = engine.swarm_services["p_postgres"].spec
+    assert postgres.environment["POSTGRES_PASSWORD_FILE"] == "/run/secrets/POSTGRES_PASSWORD"
+    assert postgres.constraints == (f"node.labels.{DATA}==true",) and not postgres.ports
+    mlflow = engine.swarm_services["p_mlflow"].spec
+    assert mlflow.entrypoint == PRELUDE and mlflow.update is not None
+    assert (mlflow.update.order, mlflow.update.failure_action) == ("start-first", "rollback")
+    assert [(p.published, p.mode) for p in mlflow.ports] == [(5050, "host")]
+    assert mlflow.endpoint_mode == "dnsrr" and mlflow.configs  # the auth config
+    assert mlflow.healthcheck is not None and mlflow.healthcheck.test[1:3] == PRELUDE[:2]
+    assert len(engine.secret_data) >= 4 and len(engine.config_data) == 1
+
+
+def test_up_again_keeps_and_a_new_image_updates_mlflow_only() -> None:
+    engine = FakeSwarmEngine()
+    bring_up(swarm_config(), engine)
+    again, _ = bring_up(swarm_config(), engine)
+    assert {s.action for s in again.services} == {"kept"}
+    changed, _ = bring_up(swarm_config(mlflow={"image": "mlflow:other"}), engine)
+    assert [s.action for s in changed.services] == ["kept", "kept", "updated"]
+
+
+def test_a_changed_secret_is_a_new_one_and_the_old_is_removed() -> None:
+    engine = FakeSwarmEngine()
+    bring_up(swarm_config(), engine)
+    before = set(engine.secret_data) | set(engine.config_data)
+    changed, _ = bring_up(swarm_config(postgres={"database": "other"}), engine)
+    after = set(engine.secret_data) | set(engine.config_data)
+    assert after != before and set(changed.removed) == before - after
+    assert any("backend_store_uri" in name for name in changed.removed)
+
+
+@pytest.mark.parametrize(
+    ("setup", "words"),
+    [
+        ({"local_state": "inactive"}, "is in no swarm"),
+        ({"manager": False}, "is a swarm worker, not a manager"),
+    ],
+)
+def test_an_engine_that_is_no_manager_is_refused_before_anything_is_made(
+    setup: dict[str, object], words: str
+) -> None:
+    engine = FakeSwarmEngine()
+    for key, value in setup.items():
+        setattr(engine, key, value)
+    with pytest.raises(ConfigError) as caught:
+        bring_up(swarm_config(), engine)
+    assert words in caught.value.message and "target: local" in caught.value.hint
+    assert caught.value.exit_code == ExitCode.USAGE and "\n" not in caught.value.message
+    assert engine.calls == [] and not ProjectState.for_project("p").secrets_file.exists()
+
+
+def test_a_data_node_that_matches_no_node_is_refused_with_the_nodes_named() -> None:
+    engine = FakeSwarmEngine()
+    with pytest.raises(ConfigError) as caught:
+        bring_up(swarm_config(swarm={"data_node": "node-9"}), engine)
+    assert "swarm.data_node 'node-9' matches no node" in caught.value.message
+    assert "node-1, node-2, node-3" in caught.value.message
+    assert engine.calls == []
+
+
+def test_the_data_node_may_be_named_by_hostname_or_id_prefix() -> None:
+    engine = FakeSwarmEngine()
+    result, _ = bring_up(swarm_config(swarm={"data_node": "n3"}), engine)
+    assert result.data_node == "node-3" and engine.nodes[2].labels == {DATA: "true"}
+    tasks = engine.swarm_services["p_postgres"].tasks
+    assert [t.node for t in tasks] == ["node-3"]
+
+
+def test_up_waits_for_tasks_and_says_why_none_runs() -> None:
+    engine = FakeSwarmEngine()
+    engine.failing["mlflow"] = "starting container failed: port 5050 already in use"
+    with pytest.raises(Exception) as caught:
+        bring_up(swarm_config(), engine)
+    assert "port 5050 already in use" in str(caught.value)
+
+
+def test_status_is_healthy_with_tasks_per_node_and_degraded_when_an_endpoint_fails() -> None:
+    engine = FakeSwarmEngine()
+    bring_up(swarm_config(), engine)
+    endpoints = Endpoints()
+    backends = FakeBackends(engine, "p")
+    for probe in backends.scripted.values():
+        probe.container = None
+    result = status_swarm(swarm_config(), engine, backends=backends, probe_endpoint=endpoints.probe)
+    assert result.overall == "healthy" and result.exit_code == ExitCode.OK
+    mlflow = result.services[-1]
+    assert (mlflow.running, mlflow.desired) == (2, 2)
+    assert [t.node for t in mlflow.tasks] == ["node-1", "node-2"]
+    assert [e.node for e in mlflow.endpoints] == ["node-1", "node-2"]
+    endpoints.down.add("http://10.0.0.2:5050")
+    result = status_swarm(swarm_config(), engine, backends=backends, probe_endpoint=endpoints.probe)
+    assert result.overall == "degraded" and result.exit_code == ExitCode.DEGRADED
+
+
+def test_status_of_a_stack_never_deployed_is_not_running() -> None:
+    result = status_swarm(swarm_config(), FakeSwarmEngine())
+    assert result.overall == "not running" and result.exit_code == ExitCode.NOT_RUNNING
+
+
+def test_down_keeps_data_and_purge_removes_volumes_and_the_node_label() -> None:
+    engine = FakeSwarmEngine()
+    bring_up(swarm_config(), engine)
+    volumes = engine.volumes(labels.of_project("p"))
+    assert volumes == ["p-postgres-data", "p-storage-data"]
+    result = down_swarm(swarm_config(), engine)
+    assert result.services == ["p_mlflow", "p_postgres", "p_storage"] and result.networks
+    assert not engine.swarm_services and not engine.secret_data and not engine.config_data
+    assert engine.stopping == []  # down waited for the removed services' tasks to be gone
+    assert engine.volumes(labels.of_project("p")) == volumes and not result.volumes
+    assert engine.nodes[0].labels == {DATA: "true"}
+    bring_up(swarm_config(), engine)
+    purged = down_swarm(swarm_config(), engine, purge=True)
+    assert purged.volumes == volumes and purged.state_removed
+    assert engine.volumes(labels.of_project("p")) == [] and engine.nodes[0].labels == {}
+    assert not engine.networks(labels.of_project("p"))
+
+
+def test_down_on_a_worker_is_refused() -> None:
+    engine = FakeSwarmEngine()
+    engine.manager = False
+    with pytest.raises(ConfigError):
+        down_swarm(swarm_config(), engine)
+
+
+@pytest.mark.parametrize(
+    ("command", "setup", "words"),
+    [
+        (["up"], {"local_state": "inactive"}, "is in no swarm"),
+        (["status"], {"manager": False}, "is a swarm worker"),
+        (["--set", "swarm.data_node=nope", "up"], {}, "matches no node"),
+        (["--set", "mlflow.replicas=0", "up"], {}, "mlflow.replicas must be 1 or more"),
+    ],
+)
+def test_the_cli_refuses_bad_swarm_input_in_one_line(
+    command: list[str],
+    setup: dict[str, object],
+    words: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mlstack.cli import options, run
+
+    engine = FakeSwarmEngine()
+    for key, value in setup.items():
+        setattr(engine, key, value)
+    monkeypatch.setattr(options, "engine", lambda: engine)
+    monkeypatch.setenv("MLSTACK_TARGET", "swarm")
+    monkeypatch.setenv("MLSTACK_ALLOW_UNAUTHENTICATED", "true")
+    code = run(["--project", "p", *command])
+    err = capsys.readouterr().err.strip()
+    assert code == ExitCode.USAGE and words in err and err.startswith("error:")
+    assert len(err.splitlines()) == 1 and engine.calls == []
+    assert not ProjectState.for_project("p").secrets_file.exists()
+
+
+def test_secret_names_stay_within_the_swarm_limit_for_the_longest_project() -> None:
+    engine = FakeSwarmEngine()
+    config = swarm_config(project="p" * 40)
+    engine.pullable.add(config.mlflow.image)
+    project = Project.open(config, create_secrets=True, save=False, engine=engine)
+    assert project is not None
+    from mlstack.project.swarm_plan import plan
+
+    made = plan(project)
+    names = [*made.secrets, *made.configs]
+    assert names and all(len(n) <= 64 for n in names) and len(set(names)) == len(names)
+
+
+def test_a_new_mlflow_image_migrates_in_a_job_before_mlflow_is_updated() -> None:
+    engine = FakeSwarmEngine()
+    first, _ = bring_up(swarm_config(), engine)
+    assert first.migrated is None  # a new stack: its first server migrates the schema
+    engine.deployed.clear()
+    newer = swarm_config(mlflow={"image": "mlflow:newer"})
+    result, _ = bring_up(newer, engine)
+    assert result.migrated == swarm_config().mlflow.image
+    assert [s.name for s in engine.deployed] == ["p_migrate", "p_mlflow"]
+    job = engine.deployed[0]
+    assert job.job and job.image == "mlflow:newer" and job.entrypoint == PRELUDE
+    assert [m.target for m in job.secrets] == ["/run/secrets/mlstack-env-MLFLOW_BACKEND_STORE_URI"]
+    assert "p_migrate" not in engine.swarm_services  # removed once done
+
+
+def test_a_failed_migration_leaves_mlflow_on_its_image_and_says_so() -> None:
+    engine = FakeSwarmEngine()
+    bring_up(swarm_config(), engine)
+    engine.failing["migrate"] = "task: non-zero exit (1)"
+    with pytest.raises(Exception) as caught:
+        bring_up(swarm_config(mlflow={"image": "mlflow:newer"}), engine)
+    assert "`mlflow db upgrade` failed" in str(caught.value) and "non-zero exit" in str(
+        caught.value
+    )
+    assert engine.swarm_services["p_mlflow"].spec.image == swarm_config().mlflow.image
+
+
+def test_logs_on_a_swarm_is_refused_with_the_docker_command_to_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlstack.cli import run
+
+    monkeypatch.setenv("MLSTACK_TARGET", "swarm")
+    monkeypatch.setenv("MLSTACK_AUTH", "true")
+    code = run(["--project", "p", "logs", "mlflow"])
+    err = capsys.readouterr().err.strip()
+    assert code == ExitCode.USAGE and len(err.splitlines()) == 1
+    assert "docker service logs p_<service>" in err
