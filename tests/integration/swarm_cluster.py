@@ -28,15 +28,6 @@ REGISTRY_IMAGE = "mlstack-offline/registry:2.8"  # built by scripts/offline-imag
 TLS_PORT = 2376
 
 
-def prefix() -> str:
-    """What names the cluster's objects (MLSTACK_SWARM_PREFIX, as scripts/swarm-cluster reads)."""
-    return os.environ.get("MLSTACK_SWARM_PREFIX", "mlstack-swarm")
-
-
-def state_dir() -> Path:
-    return Path(os.environ.get("MLSTACK_SWARM_DIR", f"/tmp/{prefix()}"))
-
-
 @dataclass(frozen=True)
 class SwarmNode:
     name: str  # container and swarm hostname
@@ -91,40 +82,60 @@ class SwarmCluster:
         return f"{self.registry_pull}/{image}"
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    """scripts/swarm-cluster ARGS with this interpreter (the venv's: docker SDK, cryptography)."""
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+@dataclass(frozen=True)
+class ClusterScript:
+    """scripts/swarm-cluster for one cluster: its prefix (MLSTACK_SWARM_PREFIX) and state dir
+    (MLSTACK_SWARM_DIR), read once when the session starts (each test's environment is cleared
+    of MLSTACK_* variables, tests/conftest.py) and handed to every run."""
 
+    prefix: str
+    state: Path
 
-def is_up() -> bool:
-    return (state_dir() / "cluster.json").exists() and run_script("status").returncode == 0
+    @classmethod
+    def from_environment(cls) -> ClusterScript:
+        prefix = os.environ.get("MLSTACK_SWARM_PREFIX", "mlstack-swarm")
+        return cls(prefix, Path(os.environ.get("MLSTACK_SWARM_DIR", f"/tmp/{prefix}")))
 
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The script with this interpreter (the venv's: docker SDK, cryptography)."""
+        env = {
+            **os.environ,
+            "MLSTACK_SWARM_PREFIX": self.prefix,
+            "MLSTACK_SWARM_DIR": str(self.state),
+        }
+        return subprocess.run(
+            [sys.executable, str(SCRIPT), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
 
-def up() -> SwarmCluster:
-    done = run_script("up")
-    assert done.returncode == 0, f"scripts/swarm-cluster up failed: {done.stderr[-3000:]}"
-    return SwarmCluster.load(state_dir() / "cluster.json")
+    def is_up(self) -> bool:
+        return (self.state / "cluster.json").exists() and self.run("status").returncode == 0
 
+    def load(self) -> SwarmCluster:
+        return SwarmCluster.load(self.state / "cluster.json")
 
-def down() -> None:
-    done = run_script("down")
-    assert done.returncode == 0, f"scripts/swarm-cluster down failed: {done.stderr[-3000:]}"
+    def up(self) -> SwarmCluster:
+        done = self.run("up")
+        assert done.returncode == 0, f"scripts/swarm-cluster up failed: {done.stderr[-3000:]}"
+        return self.load()
 
+    def down(self) -> None:
+        done = self.run("down")
+        assert done.returncode == 0, f"scripts/swarm-cluster down failed: {done.stderr[-3000:]}"
 
-def leftovers(api: Any) -> dict[str, list[str]]:
-    """Every container, network and volume on the host's engine carrying the cluster's label."""
-    selector = {"label": f"{LABEL}={prefix()}"}
-    return {
-        "containers": sorted(c["Names"][0] for c in api.containers(all=True, filters=selector)),
-        "networks": sorted(n["Name"] for n in api.networks(filters=selector)),
-        "volumes": sorted(v["Name"] for v in (api.volumes(filters=selector).get("Volumes") or [])),
-    }
+    def leftovers(self, api: Any) -> dict[str, list[str]]:
+        """Every container, network and volume on the host's engine with the cluster's label."""
+        selector = {"label": f"{LABEL}={self.prefix}"}
+        volumes = api.volumes(filters=selector).get("Volumes") or []
+        return {
+            "containers": sorted(c["Names"][0] for c in api.containers(all=True, filters=selector)),
+            "networks": sorted(n["Name"] for n in api.networks(filters=selector)),
+            "volumes": sorted(v["Name"] for v in volumes),
+        }
 
 
 def swarm_state(api: Any) -> str:
@@ -136,6 +147,7 @@ class SwarmSession:
     """Whether this session started the cluster (then it takes it down), and the host engine's
     swarm state before, which the cluster must never change."""
 
+    script: ClusterScript
     cluster: SwarmCluster
     started: bool
     host_swarm_before: str
@@ -145,11 +157,12 @@ class SwarmSession:
 @contextmanager
 def swarm_session(api: Any) -> Iterator[SwarmSession]:
     before = swarm_state(api)
-    started = not is_up()
-    cluster = up() if started else SwarmCluster.load(state_dir() / "cluster.json")
-    session = SwarmSession(cluster, started, before)
+    script = ClusterScript.from_environment()
+    started = not script.is_up()
+    cluster = script.up() if started else script.load()
+    session = SwarmSession(script, cluster, started, before)
     try:
         yield session
     finally:
         if session.started and not session.is_down:
-            down()
+            script.down()

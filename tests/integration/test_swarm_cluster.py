@@ -20,15 +20,7 @@ import pytest
 
 from mlstack.engine.docker import DockerEngine
 from tests.integration.conftest import free_ports
-from tests.integration.swarm_cluster import (
-    SwarmCluster,
-    SwarmNode,
-    SwarmSession,
-    down,
-    leftovers,
-    swarm_state,
-    up,
-)
+from tests.integration.swarm_cluster import SwarmCluster, SwarmNode, SwarmSession, swarm_state
 
 # busybox (in the seaweedfs image) serves the task's container hostname over http.
 HTTPD = "mkdir -p /www && hostname >/www/index.html && exec busybox httpd -f -p 8080 -h /www"
@@ -161,7 +153,15 @@ def test_a_dnsrr_service_with_host_ports_answers_on_each_worker(
             name=name,
             mode=docker.types.ServiceMode("replicated", replicas=2),
             endpoint_spec=docker.types.EndpointSpec(
-                mode="dnsrr", ports={port: (8080, "tcp", "host")}
+                mode="dnsrr",
+                ports=[
+                    {
+                        "Protocol": "tcp",
+                        "PublishedPort": port,
+                        "TargetPort": 8080,
+                        "PublishMode": "host",
+                    }
+                ],
             ),
         )
         tasks = wait_for(
@@ -208,9 +208,10 @@ def _removed_network(api: Any, name: str) -> bool:
 def test_down_leaves_the_host_engine_as_it_was(swarm: SwarmSession, engine: DockerEngine) -> None:
     """Last in this file: takes the session's cluster down (and up again if it was up before
     the session, as it was found)."""
-    down()
+    swarm.script.down()
     swarm.is_down = True
     assert swarm_state(engine._api) == swarm.host_swarm_before == "inactive"
-    assert leftovers(engine._api) == {"containers": [], "networks": [], "volumes": []}
+    assert swarm.script.leftovers(engine._api) == {"containers": [], "networks": [], "volumes": []}
+    assert not swarm.script.state.exists()
     if not swarm.started:
-        up()
+        swarm.script.up()
