@@ -295,3 +295,34 @@ def test_logs_on_a_swarm_is_refused_with_the_docker_command_to_use(
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.USAGE and len(err.splitlines()) == 1
     assert "docker service logs p_<service>" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("backup", ["backup", "-o", "x.tar.gz"]),
+        ("restore", ["restore", "x.tar.gz"]),
+        ("gc", ["gc"]),
+        ("demo", ["demo"]),
+        ("serve", ["serve", "models:/m/1"]),
+        ("serve", ["serve", "--stop", "m"]),
+    ],
+)
+def test_a_command_the_swarm_target_lacks_is_refused_before_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    args: list[str],
+) -> None:
+    from mlstack.cli import options, run
+
+    def no_engine() -> None:
+        raise AssertionError("the engine was reached")
+
+    monkeypatch.setattr(options, "engine", no_engine)
+    monkeypatch.setenv("MLSTACK_TARGET", "swarm")
+    monkeypatch.setenv("MLSTACK_AUTH", "true")
+    code = run(["--project", "p", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == ExitCode.USAGE and len(err.splitlines()) == 1, err
+    assert f"`mlstack {command}` is not built for target: swarm yet" in err

@@ -33,8 +33,9 @@ def backup(
     from mlstack.commands.backup import backup as take_backup
     from mlstack.project.context import open_existing
 
+    config = options.local_config_of(ctx, "backup")
     engine = options.engine()
-    project = open_existing(options.config_of(ctx), "backup", engine)
+    project = open_existing(config, "backup", engine)
     with project.state.lock("backup"), LiveProgress(enabled=not json_) as progress:
         result = take_backup(project, engine, output, force=force, report=progress.report)
     raise typer.Exit(render(result, as_json=json_))
@@ -57,8 +58,9 @@ def restore(
     from mlstack.commands.restore import restore as restore_backup
     from mlstack.project.context import open_existing
 
+    config = options.local_config_of(ctx, "restore")
     engine = options.engine()
-    project = open_existing(options.config_of(ctx), "restore", engine)
+    project = open_existing(config, "restore", engine)
     with project.state.lock("restore"), LiveProgress(enabled=not json_) as progress:
         result = restore_backup(
             project, engine, archive, force=force, timeout=timeout, report=progress.report
@@ -89,8 +91,9 @@ def gc(
     from mlstack.project.context import open_existing
 
     older = parse_older_than(older_than) if older_than is not None else None
+    config = options.local_config_of(ctx, "gc")
     engine = options.engine()
-    project = open_existing(options.config_of(ctx), "gc", engine)
+    project = open_existing(config, "gc", engine)
     with project.state.lock("gc"), LiveProgress(enabled=not json_) as progress:
         result = collect(project, engine, older, dry_run=dry_run, report=progress.report)
     raise typer.Exit(render(result, as_json=json_))

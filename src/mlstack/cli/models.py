@@ -37,7 +37,7 @@ def demo(
     # deferred (here and in every command): a command's module loads only when it runs
     from mlstack.commands.demo import grid_for, require_sklearn, run_demo
 
-    config = options.config_of(ctx)
+    config = options.local_config_of(ctx, "demo")
     require_sklearn()  # before anything else: the one thing to install
     grid_for(runs)
     engine = options.engine()
@@ -104,7 +104,7 @@ def _stop(ctx: typer.Context, name: str, json_: bool) -> int:
     from mlstack.commands.serve import stop as remove
     from mlstack.project.served import check_name
 
-    config = options.config_of(ctx)
+    config = options.local_config_of(ctx, "serve")
     check_name(name)
     engine = options.engine()
     with ProjectState.for_project(config.project).lock("serve --stop"):
@@ -120,7 +120,7 @@ def _deploy(
     from mlstack.commands.serve import serve as deploy
     from mlstack.project.served import check_name
 
-    config = options.config_of(ctx)
+    config = options.local_config_of(ctx, "serve")
     parse_model_uri(uri)  # a malformed URI or name fails before touching the engine
     if name is not None:
         check_name(name)
