@@ -71,7 +71,7 @@ def local_config_of(ctx: typer.Context, command: str) -> StackConfig:
         raise UsageError(
             f"`mlstack {command}` is not built for target: swarm yet (it works on containers of "
             "one engine)",
-            "see the README's \"On several machines\" for what a swarm stack supports",
+            'see the README\'s "On several machines" for what a swarm stack supports',
         )
     return config
 
