@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import docker.errors
+import pytest
+
 from mlstack import labels
 from mlstack.engine import FileMount, HealthcheckSpec, PublishedPort, SwarmServiceSpec, UpdatePolicy
 from mlstack.engine.docker import DockerEngine
+from mlstack.errors import EngineError
 
 SPEC = SwarmServiceSpec(
     name="p_mlflow",
@@ -94,3 +98,39 @@ def test_a_changed_service_is_updated_under_its_own_name_and_an_equal_one_kept()
     assert verb == "update" and body["name"] == "p_mlflow" and body["version"] == 7
     current["Spec"]["Labels"] = {labels.SPEC_HASH: SPEC.spec_hash}
     assert engine_on(Api(current)).deploy_service(SPEC) == "kept"
+
+
+class NodeApi:
+    """A node whose version moves under the first `races` updates (its own status reports)."""
+
+    def __init__(self, races: int) -> None:
+        self.races, self.version = races, 1
+        self.labels: dict[str, str] = {"keep": "1"}
+
+    def inspect_node(self, node_id: str) -> dict[str, Any]:
+        return {"Version": {"Index": self.version}, "Spec": {"Labels": dict(self.labels)}}
+
+    def update_node(self, node_id: str, version: int, node_spec: dict[str, Any]) -> None:
+        if self.races:
+            self.races -= 1
+            self.version += 1
+            response = type("R", (), {"status_code": 500, "reason": "Server Error"})()
+            raise docker.errors.APIError(
+                "500 Server Error", response=response, explanation="update out of sequence"
+            )
+        assert version == self.version
+        self.labels = dict(node_spec["Labels"])
+
+
+def test_a_node_label_is_set_again_when_the_node_changed_since_it_was_read() -> None:
+    api = NodeApi(races=2)
+    engine_on(api).set_node_label("n1", "data", "true")  # type: ignore[arg-type]
+    assert api.labels == {"keep": "1", "data": "true"}
+    engine_on(api).set_node_label("n1", "data", None)  # type: ignore[arg-type]
+    assert api.labels == {"keep": "1"}
+
+
+def test_a_node_that_keeps_changing_is_an_engine_error_in_one_line() -> None:
+    api = NodeApi(races=99)
+    with pytest.raises(EngineError, match="out of sequence"):
+        engine_on(api).set_node_label("n1", "data", "true")  # type: ignore[arg-type]

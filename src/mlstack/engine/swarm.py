@@ -27,6 +27,7 @@ from mlstack.engine.swarm_models import (
 from mlstack.errors import EngineConflict, EngineError, ObjectMissing
 
 NS = 1_000_000_000  # the API's durations are nanoseconds
+SEQUENCE_RETRIES = 4  # node updates refused because the node changed since it was read
 
 
 class SwarmCalls:
@@ -63,20 +64,31 @@ class SwarmCalls:
         )
 
     def set_node_label(self, node_id: str, key: str, value: str | None) -> None:
-        with self._translated(f"labelling node {node_id}"):
-            node = self._api.inspect_node(node_id)
-            spec = dict(node["Spec"])
-            node_labels = dict(spec.get("Labels") or {})
-            if value is None:
-                if key not in node_labels:
-                    return
-                node_labels.pop(key)
-            elif node_labels.get(key) == value:
+        """Set (None: remove) a node label. A node's own status reports bump its version too,
+        so an update may be refused as "out of sequence": read again and retry."""
+        for attempt in range(SEQUENCE_RETRIES + 1):
+            try:
+                with self._translated(f"labelling node {node_id}"):
+                    self._update_node_label(node_id, key, value)
                 return
-            else:
-                node_labels[key] = value
-            spec["Labels"] = node_labels
-            self._api.update_node(node_id, node["Version"]["Index"], spec)
+            except EngineError as e:
+                if "out of sequence" not in e.message or attempt == SEQUENCE_RETRIES:
+                    raise
+
+    def _update_node_label(self, node_id: str, key: str, value: str | None) -> None:
+        node = self._api.inspect_node(node_id)
+        spec = dict(node["Spec"])
+        node_labels = dict(spec.get("Labels") or {})
+        if value is None:
+            if key not in node_labels:
+                return
+            node_labels.pop(key)
+        elif node_labels.get(key) == value:
+            return
+        else:
+            node_labels[key] = value
+        spec["Labels"] = node_labels
+        self._api.update_node(node_id, node["Version"]["Index"], spec)
 
     # --- networks, secrets, configs ----------------------------------------------------
 
