@@ -205,6 +205,31 @@ def _removed_network(api: Any, name: str) -> bool:
     return True
 
 
+def test_a_cluster_with_a_stopped_node_is_made_afresh_by_up(
+    swarm: SwarmSession, engine: DockerEngine
+) -> None:
+    """What an engine restart leaves behind (nodes stopped, their addresses and swarm gone) is
+    no cluster to reuse: status says which node and exits 1; up takes it down and makes one
+    whose three nodes are ready again."""
+    stopped = swarm.cluster.workers[0]
+    engine._api.kill(stopped.name)
+    status = swarm.script.run("status")
+    assert status.returncode == 1, status.stdout
+    assert f"not usable: {stopped.name} is not running" in status.stdout
+    swarm.cluster = swarm.script.up()
+    assert swarm.script.run("status").returncode == 0
+    manager = swarm.cluster.engine()
+    try:
+        states = {
+            node["Description"]["Hostname"]: node["Status"]["State"]
+            for node in manager._api.nodes()
+        }
+    finally:
+        manager.close()
+    assert states == {node.name: "ready" for node in swarm.cluster.nodes}
+    assert stopped.name in states
+
+
 def test_down_leaves_the_host_engine_as_it_was(swarm: SwarmSession, engine: DockerEngine) -> None:
     """Last in this file: takes the session's cluster down (and up again if it was up before
     the session, as it was found)."""
