@@ -495,11 +495,17 @@ class FakeSwarmEngine(FakeEngine):
         self.failing: dict[str, str] = {}  # by service label: every task fails with this
         self.deployed: list[SwarmServiceSpec] = []  # every spec created or updated, in order
         self.stopping: list[TaskInfo] = []  # tasks of removed services, until listed once
+        self.registry_down: dict[str, str] = {}  # image -> why its registry cannot answer
 
     def swarm_state(self) -> SwarmState:
         nodes = tuple(self.nodes) if self.manager and self.local_state == "active" else ()
         node = self.node_id if self.local_state == "active" else ""
         return SwarmState(node, self.local_state, self.manager, nodes)
+
+    def registry_digest(self, ref: str) -> str:
+        if ref in self.registry_down:
+            raise ImageUnavailable(f"asking the registry of {ref}: {self.registry_down[ref]}")
+        return f"sha256:{abs(hash(ref)):064x}"
 
     def set_node_label(self, node_id: str, key: str, value: str | None) -> None:
         for i, node in enumerate(self.nodes):
@@ -559,9 +565,11 @@ class FakeSwarmEngine(FakeEngine):
         for mount in spec.configs:
             assert mount.name in self.config_data, f"config {mount.name} not created first"
         current = self.swarm_services.get(spec.name)
-        if current is not None and current.spec.spec_hash == spec.spec_hash:
-            return "kept"
         action = "created" if current is None else "updated"
+        if current is not None and current.spec.spec_hash == spec.spec_hash:
+            if (current.spec.replicas, current.spec.update) == (spec.replicas, spec.update):
+                return "kept"
+            action = "scaled"
         self._record(f"{action[:-1]}-service", spec.name)
         service_id = current.id if current else f"svc{next(_ids)}"
         self.swarm_services[spec.name] = FakeService(spec, service_id, self._schedule(spec))

@@ -130,8 +130,10 @@ def swarm(engine: Engine) -> Iterator[SwarmSession]:
         yield session
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def swarm_cluster(swarm: SwarmSession) -> SwarmCluster:
+    """The cluster as it is now: a test that lost a node and made the cluster afresh
+    (SwarmSession.cluster) hands the next one its new addresses."""
     return swarm.cluster
 
 

@@ -9,6 +9,8 @@ bad inputs (an engine that is no manager, a data node that is none) refused in o
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -16,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mlstack import labels
 from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import ExitCode
-from tests.integration.swarm_cluster import SwarmCluster
+from tests.integration.swarm_cluster import SwarmCluster, SwarmSession
 
-from .conftest import Project, client_process_env, make_project, offline_images, run_client
+from .conftest import REPO, Project, client_process_env, make_project, offline_images, run_client
 
 LOG_RUN = textwrap.dedent(
     """
@@ -39,6 +42,7 @@ LOG_RUN = textwrap.dedent(
     print(json.dumps({"run": run.info.run_id, "artifact": open(back).read()}))
     """
 )
+PREVIOUS = REPO / "tests" / "offline-images-mlflow-previous.yaml"  # an older MLflow
 COUNT_RUNS = textwrap.dedent(
     """
     import json, sys, mlflow
@@ -271,3 +275,306 @@ def test_an_engine_in_no_swarm_is_refused_in_one_line(
         assert len(err.strip().splitlines()) == 1
     assert not project.secrets_file.exists()
     assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_an_image_whose_registry_does_not_answer_is_refused_in_one_line(
+    swarm_cluster: SwarmCluster,
+    swarm_project: Project,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = swarm_cluster.registry_pull.rsplit(":", 1)[0]
+    image = f"{registry}:5001/{_offline()['postgres']}"  # the registry's host; no port 5001
+    code, _, err = swarm_project.cli(capsys, "--set", f"postgres.image={image}", "up")
+    assert code == ExitCode.IMAGE, err
+    assert f"asking the registry of {image}" in err and "from each node" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not swarm_project.secrets_file.exists()
+    assert _on_nodes(swarm_cluster, swarm_project.name) == {n.name: {} for n in swarm_cluster.nodes}
+
+
+def test_a_new_mlflow_image_migrates_in_a_job_then_rolls_the_replicas(
+    swarm_cluster: SwarmCluster,
+    swarm_project: Project,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """MLflow 3.5.1 with a run, then the configured 3.17.2: `mlflow db upgrade` as a swarm job,
+    a rolling update of both replicas, the run there through each."""
+    project = swarm_project
+    older = swarm_cluster.pull_ref(yaml.safe_load(PREVIOUS.read_text())["mlflow"]["image"])
+    newer = swarm_cluster.pull_ref(_offline()["mlflow"])
+    code, out, err = project.cli(
+        capsys, "--set", f"mlflow.image={older}", "up", "--json", "--timeout", "600"
+    )
+    assert code == 0, err
+    env = client_process_env(project.printed_env(capsys))
+    url = json.loads(out)["endpoints"][0]["url"]
+    done = run_client(["-c", LOG_RUN, url, "before the upgrade"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    started = time.monotonic()
+    code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
+    seconds = time.monotonic() - started
+    assert code == 0, err
+    up = json.loads(out)
+    assert up["migrated"] == older
+    actions = {s["service"]: s["action"] for s in up["services"]}
+    assert actions == {"postgres": "kept", "storage": "kept", "mlflow": "updated"}
+    assert len(up["endpoints"]) == 2
+    for endpoint in up["endpoints"]:
+        done = run_client(["-c", COUNT_RUNS, endpoint["url"]], env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == 1
+    manager = swarm_cluster.engine()
+    try:
+        services = manager._api.services(filters={"label": f"{labels.PROJECT}={project.name}"})
+    finally:
+        manager.close()
+    images = {
+        s["Spec"]["Name"]: s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] for s in services
+    }
+    assert images[f"{project.name}_mlflow"] == newer and len(images) == 3  # the job is gone
+    code, status = _status(project, capsys)
+    assert code == 0 and status["overall"] == "healthy", status
+    with capsys.disabled():
+        print(f"\nswarm upgrade {older} -> {newer}: {seconds:.1f} s (job, then rolling update)")
+
+
+# --- losing a node -------------------------------------------------------------------------------
+
+# A client's loop, as a training job logging run after run: each acknowledged run (metric and
+# artifact through the server) or failed try goes to a JSON line with its time. MLflow's own
+# retries are off (client_env below) so that every failure a user would wait through is counted.
+CLIENT_LOOP = textwrap.dedent(
+    """
+    import json, os, sys, tempfile, time
+    from mlflow.tracking import MlflowClient
+    url, stop, out, experiment = sys.argv[1:5]
+    client = MlflowClient(url)
+    experiment_id = client.create_experiment(experiment)
+    path = os.path.join(tempfile.mkdtemp(), "a.txt")
+    open(path, "w").write(experiment)
+    with open(out, "a") as log:
+        while not os.path.exists(stop):
+            t = time.time()
+            try:
+                run = client.create_run(experiment_id)
+                client.log_metric(run.info.run_id, "m", 1.0)
+                client.log_artifact(run.info.run_id, path)
+                client.set_terminated(run.info.run_id)
+                record = {"t": t, "run": run.info.run_id}
+            except Exception as e:
+                record = {"t": t, "error": type(e).__name__ + ": " + str(e)[:200]}
+                time.sleep(0.2)
+            log.write(json.dumps(record) + "\\n")
+            log.flush()
+    """
+)
+# Every given run, read back: the ids that are missing or lack their metric or artifact.
+CHECK_RUNS = textwrap.dedent(
+    """
+    import json, sys
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(sys.argv[1])
+    missing = []
+    for run_id in json.load(open(sys.argv[2])):
+        try:
+            run = client.get_run(run_id)
+            ok = run.data.metrics.get("m") == 1.0
+            ok = ok and [a.path for a in client.list_artifacts(run_id)] == ["a.txt"]
+        except Exception:
+            ok = False
+        if not ok:
+            missing.append(run_id)
+    print(json.dumps(missing))
+    """
+)
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _mlflow_tasks(manager: Engine, project: str) -> list[dict[str, Any]]:
+    """MLflow's tasks that run and are meant to."""
+    name = f"{project}_mlflow"
+    tasks = manager._api.tasks(filters={"service": name, "desired-state": "running"})
+    return [t for t in tasks if t["Status"]["State"] == "running"]
+
+
+def _until(what: str, check: Any, seconds: float = 180) -> Any:
+    """Poll `check` until it returns something true; fail after `seconds` (a hang, not a time)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not after {seconds} s"
+        time.sleep(0.5)
+
+
+def _node_state(manager: Engine, node_id: str) -> tuple[str, str]:
+    node = manager._api.inspect_node(node_id)
+    return str(node["Status"]["State"]), str(node["Spec"]["Availability"])
+
+
+def _set_availability(manager: Engine, node_id: str, availability: str) -> bool:
+    """False when the node changed meanwhile ("update out of sequence"): try again."""
+    node = manager._api.inspect_node(node_id)
+    spec = {**node["Spec"], "Availability": availability}
+    try:
+        manager._api.update_node(node_id, node["Version"]["Index"], spec)
+    except Exception as e:
+        if "out of sequence" in str(e):
+            return False
+        raise
+    return True
+
+
+def _bring_back(swarm: SwarmSession, host: Engine, name: str) -> None:
+    """A killed node started again; when it does not come back as the Ready node it was (its
+    bridge address taken, its swarm state gone), the cluster is made afresh for the tests after."""
+    host._api.start(name)
+    node = next(n for n in swarm.cluster.nodes if n.name == name)
+    manager = swarm.cluster.engine()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if _node_state(manager, node.node_id)[0] == "ready":
+                return
+            time.sleep(1)
+    finally:
+        manager.close()
+    swarm.cluster = swarm.script.up()
+
+
+def _client_env(project: Project, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    env = client_process_env(project.printed_env(capsys))
+    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    return env
+
+
+def test_a_killed_worker_with_a_replica_clients_go_on_through_the_other_and_lose_nothing(
+    swarm: SwarmSession,
+    swarm_project: Project,
+    engine: Engine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    project = swarm_project
+    code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
+    assert code == 0, err
+    endpoints = {e["node"]: e["url"] for e in json.loads(out)["endpoints"]}
+    workers = {node.name: node for node in swarm.cluster.workers}
+    victim = next(name for name in sorted(endpoints) if name in workers)
+    survivor = next(name for name in sorted(endpoints) if name != victim)
+    env = _client_env(project, capsys)
+    stop = tmp_path / "stop"
+    logs = {name: tmp_path / f"{name}.jsonl" for name in endpoints}
+    loops = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT_LOOP, url, str(stop), str(logs[name]), f"loop-{name}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for name, url in endpoints.items()
+    ]
+    manager = swarm.cluster.engine()
+    try:
+        _until(
+            "each client acknowledged 3 runs",
+            lambda: all(sum("run" in r for r in _records(p)) >= 3 for p in logs.values()),
+        )
+        killed = time.time()
+        engine._api.kill(victim)  # `docker kill` of the node: its engine and its tasks die
+        node_id = workers[victim].node_id
+        _until("the swarm marks the node down", lambda: _node_state(manager, node_id)[0] == "down")
+        marked_down = time.time() - killed
+
+        def replaced() -> bool:
+            running = _mlflow_tasks(manager, project.name)
+            return len(running) == 2 and all(t["NodeID"] != node_id for t in running)
+
+        _until("a replica in place of the lost one", replaced)
+        rescheduled = time.time() - killed
+        _until("status healthy again", lambda: _status(project, capsys)[1]["overall"] == "healthy")
+        healthy = time.time() - killed
+        time.sleep(5)  # the survivor's client goes on past the recovery
+    finally:
+        stop.touch()
+        for loop in loops:
+            loop.wait(timeout=120)
+        manager.close()
+        _bring_back(swarm, engine, victim)
+    for loop in loops:
+        assert loop.returncode == 0, loop.stderr.read().decode()[-2000:] if loop.stderr else ""
+
+    on_survivor = _records(logs[survivor])
+    after_kill = [r for r in on_survivor if r["t"] >= killed]
+    failed = [r for r in after_kill if "error" in r]
+    on_victim = [r for r in _records(logs[victim]) if r["t"] >= killed]
+    acknowledged = [r["run"] for path in logs.values() for r in _records(path) if "run" in r]
+    with capsys.disabled():
+        print(
+            f"\nnode kill: node down after {marked_down:.1f} s, replica replaced after "
+            f"{rescheduled:.1f} s, status healthy after {healthy:.1f} s; client through the "
+            f"other replica: {len(after_kill) - len(failed)} runs acknowledged, {len(failed)} "
+            f"failed since the kill; client of the killed node: "
+            f"{sum('error' in r for r in on_victim)} failed tries; {len(acknowledged)} runs "
+            "acknowledged in all"
+        )
+    assert not failed, failed[:3]
+    assert len(after_kill) > len(failed)  # the survivor's client kept logging through the kill
+    assert on_victim and all("error" in r for r in on_victim[1:]), on_victim[:3]
+    (tmp_path / "runs.json").write_text(json.dumps(acknowledged))
+    done = run_client(["-c", CHECK_RUNS, endpoints[survivor], str(tmp_path / "runs.json")], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # every acknowledged run
+
+
+def test_a_drained_worker_hands_over_its_replica_and_takes_tasks_again_when_active(
+    swarm: SwarmSession,
+    swarm_project: Project,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    project = swarm_project
+    code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
+    assert code == 0, err
+    endpoints = {e["node"]: e["url"] for e in json.loads(out)["endpoints"]}
+    workers = {node.name: node for node in swarm.cluster.workers}
+    drained = next(name for name in sorted(endpoints) if name in workers)
+    node_id = workers[drained].node_id
+    manager = swarm.cluster.engine()
+    try:
+        _until("drain", lambda: _set_availability(manager, node_id, "drain"), 60)
+        started = time.monotonic()
+
+        def moved() -> bool:
+            running = _mlflow_tasks(manager, project.name)
+            return len(running) == 2 and all(t["NodeID"] != node_id for t in running)
+
+        _until("the drained node's replica on another node", moved)
+        seconds = time.monotonic() - started
+        code, status = _status(project, capsys)
+        assert code == 0 and status["overall"] == "healthy", status
+        mlflow = next(s for s in status["services"] if s["service"] == "mlflow")
+        assert drained not in {t["node"] for t in mlflow["tasks"] if t["state"] == "running"}
+        url = mlflow["endpoints"][0]["url"]
+        done = run_client(["-c", LOG_RUN, url, "while drained"], _client_env(project, capsys))
+        assert done.returncode == 0, done.stderr[-3000:]
+
+        _until("active", lambda: _set_availability(manager, node_id, "active"), 60)
+        assert _node_state(manager, node_id) == ("ready", "active")
+        # the swarm does not move running tasks back; the node takes the next ones
+        code, out, err = project.cli(capsys, "--set", "mlflow.replicas=3", "up", "--json")
+        assert code == 0, err
+        scaled = json.loads(out)
+        assert {s["service"]: s["action"] for s in scaled["services"]}["mlflow"] == "scaled"
+        assert drained in {e["node"] for e in scaled["endpoints"]}
+    finally:
+        _until("active again", lambda: _set_availability(manager, node_id, "active"), 60)
+        manager.close()
+    with capsys.disabled():
+        print(f"\ndrain: the replica ran on another node after {seconds:.1f} s")

@@ -4,7 +4,7 @@ anything is made, what is made (secrets, configs, a labelled data node, services
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -13,12 +13,13 @@ from mlstack.commands.swarm_down import down_swarm
 from mlstack.commands.swarm_status import status_swarm
 from mlstack.commands.swarm_up import up_swarm
 from mlstack.config import StackConfig
-from mlstack.errors import ConfigError, ExitCode, NotReady
+from mlstack.errors import ConfigError, ExitCode, ImageUnavailable, NotReady
 from mlstack.project.context import Project
+from mlstack.project.reporting import Event
 from mlstack.project.swarm_ops import Endpoint
 from mlstack.project.swarm_plan import PRELUDE, data_label
 from mlstack.state import ProjectState
-from tests.fakes import FakeBackends, FakeSwarmEngine
+from tests.fakes import FakeBackends, FakeSwarmEngine, three_nodes
 
 DATA = data_label("p")
 
@@ -326,3 +327,69 @@ def test_a_command_the_swarm_target_lacks_is_refused_before_the_engine(
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.USAGE and len(err.splitlines()) == 1, err
     assert f"`mlstack {command}` is not built for target: swarm yet" in err
+
+
+def test_an_image_whose_registry_does_not_answer_is_refused_before_anything_is_made() -> None:
+    config = swarm_config()
+    engine = FakeSwarmEngine()
+    engine.registry_down[config.postgres.image] = "dial tcp 10.0.0.9:5000: connection refused"
+    with pytest.raises(ImageUnavailable) as caught:
+        bring_up(config, engine)
+    assert caught.value.exit_code == ExitCode.IMAGE and "\n" not in caught.value.message
+    assert "connection refused" in caught.value.message
+    assert config.postgres.image in caught.value.message
+    assert "from each node" in caught.value.hint and "insecure-registries" in caught.value.hint
+    assert engine.calls == [] and not ProjectState.for_project("p").secrets_file.exists()
+
+
+def test_an_image_the_manager_holds_goes_on_with_a_warning_when_its_registry_is_silent() -> None:
+    config = swarm_config()
+    engine = FakeSwarmEngine()
+    engine.registry_down[config.postgres.image] = "no such host"
+    engine.images[config.postgres.image] = "sha256:" + "1" * 64  # loaded on the nodes by hand
+    events: list[Event] = []
+    project = Project.open(config, create_secrets=True, save=False, engine=engine)
+    assert project is not None
+    engine.pullable.add(config.mlflow.image)
+    backends = FakeBackends(engine, "p")
+    for probe in backends.scripted.values():
+        probe.container = None
+    result = up_swarm(
+        project,
+        engine,
+        timeout=5,
+        backends=backends,
+        probe_endpoint=Endpoints().probe,
+        report=events.append,
+    )
+    assert [s.action for s in result.services] == ["created", "created", "created"]
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert warnings == [
+        f"asking the registry of {config.postgres.image}: no such host: every node must hold "
+        f"{config.postgres.image}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("replicas", "drained", "order"),
+    [(2, False, "start-first"), (3, False, "stop-first"), (2, True, "stop-first")],
+)
+def test_mlflow_updates_start_first_only_where_a_node_is_free_for_the_new_task(
+    replicas: int, drained: bool, order: str
+) -> None:
+    """Host-mode ports: one MLflow task per node, so a new task needs a node without one."""
+    nodes = three_nodes()
+    if drained:
+        nodes[2] = replace(nodes[2], availability="drain")
+    engine = FakeSwarmEngine(nodes)
+    config = swarm_config(mlflow={"replicas": replicas})
+    bring_up(config, engine)
+    mlflow = engine.swarm_services["p_mlflow"].spec
+    assert mlflow.update is not None and mlflow.update.order == order
+    # scaling back changes no task: the same ones run under another order
+    back = swarm_config(mlflow={"replicas": 1})
+    result, _ = bring_up(back, engine)
+    assert {s.service: s.action for s in result.services}["mlflow"] == "scaled"
+    assert engine.swarm_services["p_mlflow"].spec.update == replace(
+        mlflow.update, order="start-first"
+    )

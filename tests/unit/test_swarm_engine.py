@@ -3,6 +3,7 @@ low-level API: the Engine API bodies they send, and what they read back."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import docker.errors
@@ -96,8 +97,39 @@ def test_a_changed_service_is_updated_under_its_own_name_and_an_equal_one_kept()
     ((verb, body),) = api.calls
     # without the name the engine reads a rename, which a swarm refuses
     assert verb == "update" and body["name"] == "p_mlflow" and body["version"] == 7
-    current["Spec"]["Labels"] = {labels.SPEC_HASH: SPEC.spec_hash}
+    current["Spec"].update(
+        Labels={labels.SPEC_HASH: SPEC.spec_hash},
+        Mode=body["mode"],
+        UpdateConfig=body["update_config"],
+    )
     assert engine_on(Api(current)).deploy_service(SPEC) == "kept"
+
+
+def test_other_replicas_or_update_order_scale_the_service_and_replace_no_task() -> None:
+    for other in (replace(SPEC, replicas=3), replace(SPEC, update=UpdatePolicy("stop-first"))):
+        changed = other.with_hash()
+        assert changed.spec_hash == SPEC.spec_hash  # what the tasks run is the same
+        api = Api()
+        engine_on(api).deploy_service(SPEC)
+        ((_, body),) = api.calls
+        current = {
+            "ID": "s1",
+            "Version": {"Index": 7},
+            "Spec": {
+                "Name": "p_mlflow",
+                "Labels": {labels.SPEC_HASH: SPEC.spec_hash},
+                "Mode": body["mode"],
+                "UpdateConfig": body["update_config"],
+            },
+        }
+        api = Api(current)
+        assert engine_on(api).deploy_service(changed) == "scaled"
+        ((verb, sent),) = api.calls
+        assert verb == "update" and sent["task_template"] == body["task_template"]
+        assert (sent["mode"], sent["update_config"]["Order"]) == (
+            {"Replicated": {"Replicas": changed.replicas}},
+            changed.update.order if changed.update else "",
+        )
 
 
 class NodeApi:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from mlstack import labels
 from mlstack.engine import SwarmEngineAPI
-from mlstack.errors import EngineConflict
+from mlstack.errors import EngineConflict, ImageUnavailable
 from mlstack.health import Probe, wait_ready
 from mlstack.project.backends import Backends, HostBackends
 from mlstack.project.context import Project
@@ -38,12 +38,19 @@ from mlstack.project.swarm_plan import (
     plan,
 )
 
+REGISTRY_HINT = (
+    "every node pulls {image} itself: check that its registry answers from the manager and "
+    "from each node (a plain-http one is listed in insecure-registries of each engine's "
+    "daemon.json; a private one needs `docker login` on the manager), or set the image key "
+    "in mlstack.yaml to an image your registry holds"
+)
+
 
 @dataclass(frozen=True)
 class SwarmServiceOutcome:
     service: str
     name: str  # the swarm service
-    action: str  # created | updated | kept
+    action: str  # created | updated (tasks replaced) | scaled (replicas or update order) | kept
     replicas: int
     ready_seconds: float | None = None
 
@@ -81,17 +88,17 @@ def up_swarm(
     config = project.config
     state = require_manager(config, engine, engine)
     node = data_node(config, state)
-    wanted = plan(project)  # made before anything changes: a plan that fails leaves nothing
+    schedulable = sum(n.state == "ready" and n.availability == "active" for n in state.nodes)
+    wanted = plan(project, schedulable)  # before anything changes: a failed plan leaves nothing
+    _check_images(engine, wanted, report)
     project.save_secrets()
     report(Event("step", message=f"swarm: network, secrets and configs (data on {node.hostname})"))
     _prepare(engine, project, wanted, node.id)
     deadline = started + timeout
     backends = backends or HostBackends(project)
-    actions: dict[str, str] = {}
     ready: dict[str, float] = {}
     data = project.data_services()
-    for name in data:
-        actions[name] = engine.deploy_service(wanted.services[name])
+    actions = {name: engine.deploy_service(wanted.services[name]) for name in data}
     if data:
         report(Event("step", message="starting " + ", ".join(data)))
     probes = backends.probes()
@@ -127,6 +134,20 @@ def up_swarm(
         removed=removed,
         migrated=migrated,
     )
+
+
+def _check_images(engine: SwarmEngineAPI, wanted: SwarmPlan, report: Reporter) -> None:
+    """Each node pulls the services' images itself: a registry the manager cannot reach
+    fails here, in one line, before anything is made, not as tasks the swarm rejects again
+    and again until the timeout. An image the manager holds without its registry answering
+    (loaded on every node by hand) is only warned about, as `docker stack deploy` does."""
+    for image in sorted({spec.image for spec in wanted.services.values()}):
+        try:
+            engine.registry_digest(image)
+        except ImageUnavailable as e:
+            if engine.image_id(image) is None:
+                raise ImageUnavailable(e.message, REGISTRY_HINT.format(image=image)) from e
+            report(Event("warning", message=f"{e.message}: every node must hold {image}"))
 
 
 def _prepare(engine: SwarmEngineAPI, project: Project, wanted: SwarmPlan, node: str) -> None:

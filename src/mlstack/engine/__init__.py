@@ -203,6 +203,11 @@ class SwarmAPI(Protocol):
         """Set a label on a node (None: remove it)."""
         ...
 
+    def registry_digest(self, ref: str) -> str:
+        """The digest the image's registry holds for `ref`, as the engine reaches it;
+        ImageUnavailable when it cannot."""
+        ...
+
     def ensure_overlay(self, name: str, labels: Mapping[str, str]) -> bool:
         """Create an attachable overlay network unless it exists; True when created."""
         ...

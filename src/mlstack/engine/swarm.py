@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from mlstack import labels as label_keys
-from mlstack.engine.models import label_filter
+from mlstack.engine.models import label_filter, pull_hint
 from mlstack.engine.swarm_models import (
     SECRETS_DIR,
     FileMount,
@@ -24,7 +24,13 @@ from mlstack.engine.swarm_models import (
     TaskInfo,
     UpdatePolicy,
 )
-from mlstack.errors import EngineConflict, EngineError, ObjectMissing
+from mlstack.errors import (
+    EngineConflict,
+    EngineError,
+    EngineUnavailable,
+    ImageUnavailable,
+    ObjectMissing,
+)
 
 NS = 1_000_000_000  # the API's durations are nanoseconds
 SEQUENCE_RETRIES = 4  # node updates refused because the node changed since it was read
@@ -90,6 +96,21 @@ class SwarmCalls:
         spec["Labels"] = node_labels
         self._api.update_node(node_id, node["Version"]["Index"], spec)
 
+    # --- images ------------------------------------------------------------------------
+
+    def registry_digest(self, ref: str) -> str:
+        """The digest `ref`'s registry holds, asked through the engine (as `docker service
+        create` does to pin one); ImageUnavailable in the registry's or the network's words
+        when the engine cannot get it."""
+        try:
+            with self._translated(f"asking the registry of {ref}"):
+                found = self._api.inspect_distribution(ref)
+        except EngineUnavailable:
+            raise
+        except EngineError as e:
+            raise ImageUnavailable(" ".join(e.message.split()), pull_hint(ref)) from e
+        return str(found["Descriptor"]["digest"])
+
     # --- networks, secrets, configs ----------------------------------------------------
 
     def ensure_overlay(self, name: str, labels: Mapping[str, str]) -> bool:
@@ -151,10 +172,13 @@ class SwarmCalls:
         with self._translated(f"inspecting service {spec.name}"):
             found = self._api.services(filters={"name": spec.name})
         current = next((s for s in found if s["Spec"]["Name"] == spec.name), None)
+        action = "updated"
         if current is not None:
             if (current["Spec"].get("Labels") or {}).get(label_keys.SPEC_HASH) == spec.spec_hash:
-                return "kept"
-            if spec.job:  # a job ran to its end: a new run is a new service
+                if _scale_of(current["Spec"]) == _scale_of(self._service_body(spec, ids=False)):
+                    return "kept"
+                action = "scaled"  # the same tasks: the swarm adds or stops some, none replaced
+            elif spec.job:  # a job ran to its end: a new run is a new service
                 self.remove_service(spec.name)
                 current = None
         body = self._service_body(spec)
@@ -166,9 +190,11 @@ class SwarmCalls:
             self._api.update_service(
                 current["ID"], current["Version"]["Index"], name=spec.name, **body
             )
-        return "updated"
+        return action
 
-    def _service_body(self, spec: SwarmServiceSpec) -> dict[str, Any]:
+    def _service_body(self, spec: SwarmServiceSpec, ids: bool = True) -> dict[str, Any]:
+        """The API's service spec; without `ids`, secrets and configs are not looked up (for
+        comparing the parts that are not the task's)."""
         container: dict[str, Any] = {
             "Image": spec.image,
             "Env": [f"{k}={v}" for k, v in spec.environment.items()],
@@ -182,8 +208,8 @@ class SwarmCalls:
                 }
                 for name, target in spec.volumes
             ],
-            "Secrets": [self._file(m, "Secret") for m in spec.secrets],
-            "Configs": [self._file(m, "Config") for m in spec.configs],
+            "Secrets": [self._file(m, "Secret") for m in spec.secrets] if ids else [],
+            "Configs": [self._file(m, "Config") for m in spec.configs] if ids else [],
             "StopGracePeriod": int(spec.stop_grace_period * NS),
         }
         if spec.entrypoint is not None:
@@ -290,6 +316,15 @@ class SwarmCalls:
     def remove_service(self, name: str) -> None:
         with self._gone_ok(f"removing service {name}"):
             self._api.remove_service(name)
+
+
+def _scale_of(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """How many tasks and how they are replaced, from an inspected spec (`Mode`,
+    `UpdateConfig`) or a body this module made (`mode`, `update_config`)."""
+    mode = spec.get("Mode") or spec.get("mode") or {}
+    update = spec.get("UpdateConfig") or spec.get("update_config") or {}
+    replicas = (mode.get("Replicated") or {}).get("Replicas")
+    return replicas, update.get("Order"), update.get("FailureAction"), update.get("Monitor")
 
 
 def _port(port: PublishedPort) -> dict[str, Any]:

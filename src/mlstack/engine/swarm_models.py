@@ -121,9 +121,13 @@ class SwarmServiceSpec:
     spec_hash: str = field(default="", compare=False)
 
     def with_hash(self) -> SwarmServiceSpec:
-        """Labelled with a digest of itself: `up` updates a service only when it differs."""
+        """Labelled with a digest of what its tasks run: `up` replaces tasks only when it
+        differs. How many run and how they are replaced are left out: scaling or a new update
+        order changes no task (`deploy_service` compares those by themselves)."""
         payload = asdict(self)
-        payload.pop("spec_hash")
+        for key in ("spec_hash", "replicas", "update"):
+            payload.pop(key)
+        payload["labels"].pop(labels.SPEC_HASH, None)  # an earlier digest: hashed again, the same
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
         return replace(self, labels={**self.labels, labels.SPEC_HASH: digest}, spec_hash=digest)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from mlstack import labels
 from mlstack.compose.launcher import AUTH_CONFIG
+from mlstack.config import StackConfig
 from mlstack.engine import (
     FileMount,
     PublishedPort,
@@ -73,15 +74,33 @@ class _Files:
     configs: dict[str, bytes]
 
 
-def plan(project: Project) -> SwarmPlan:
+def plan(project: Project, schedulable: int | None = None) -> SwarmPlan:
+    """`schedulable`: the nodes (ready, active) tasks may go to, for MLflow's update order."""
     files = _Files({}, {})
     services = {
-        name: _service(project, project.service(name), files) for name in project.spec.services
+        name: _service(project, project.service(name), files, schedulable)
+        for name in project.spec.services
     }
     return SwarmPlan(project.spec.network, files.secrets, files.configs, services)
 
 
-def _service(project: Project, spec: ServiceSpec, files: _Files) -> SwarmServiceSpec:
+def _update_policy(config: StackConfig, data: bool, schedulable: int | None) -> UpdatePolicy:
+    """A data service: one task on one volume, so the old task stops before the new one
+    starts on its data. MLflow: start-first, a new task answers before an old one stops. With
+    its port published in host mode a node runs one of its tasks at most, so that needs a node
+    without one; when every node has one, stop-first (one task at a time stops; the others go
+    on serving)."""
+    if data:
+        return UpdatePolicy("stop-first", "rollback", 10.0)
+    replicas = config.mlflow.replicas or 1
+    full = config.swarm.publish_mode == "host" and schedulable is not None
+    order = "stop-first" if full and replicas >= (schedulable or 0) else "start-first"
+    return UpdatePolicy(order, "rollback", MLFLOW_MONITOR)
+
+
+def _service(
+    project: Project, spec: ServiceSpec, files: _Files, schedulable: int | None
+) -> SwarmServiceSpec:
     config = project.config
     secret_values = [v for v in [*project.secrets.values(), *project.external.values()] if v]
     environment: dict[str, str] = {}
@@ -134,10 +153,7 @@ def _service(project: Project, spec: ServiceSpec, files: _Files) -> SwarmService
             for p in (() if data else spec.ports)
         ),
         healthcheck=health,
-        # One task on one volume: the old one stops before the new one starts on its data.
-        update=UpdatePolicy("stop-first", "rollback", 10.0)
-        if data
-        else UpdatePolicy("start-first", "rollback", MLFLOW_MONITOR),
+        update=_update_policy(config, data, schedulable),
         stop_signal=spec.stop_signal,
         stop_grace_period=spec.stop_grace_period,
     ).with_hash()
