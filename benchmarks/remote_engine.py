@@ -73,10 +73,17 @@ def mlstack(config: Path, env: dict[str, str], *args: str) -> float:
     return took
 
 
-def ways(server: RemoteServer, home: Path) -> dict[str, dict[str, str]]:
+def local_env(home: Path) -> dict[str, str]:
+    """A user's environment for the local engine: no DOCKER_* or MLSTACK_* of this shell, this
+    checkout's mlstack, state under `home`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "MLSTACK_"))}
     base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), base.get("PYTHONPATH")]))
     base["MLSTACK_STATE_DIR"] = str(home / "state")
+    return base
+
+
+def ways(server: RemoteServer, home: Path) -> dict[str, dict[str, str]]:
+    base = local_env(home)
     ssh_path = f"{server.ssh_path}{os.pathsep}{base['PATH']}"
     return {
         "local": base,

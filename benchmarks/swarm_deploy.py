@@ -13,7 +13,6 @@ Prints seconds.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the cluster's helpers
 
-from benchmarks.remote_engine import config_file, mlstack  # noqa: E402
+from benchmarks.remote_engine import config_file, local_env, mlstack  # noqa: E402
 from tests.integration.swarm_cluster import ClusterScript, SwarmCluster  # noqa: E402
 
 
@@ -48,18 +47,16 @@ def main() -> None:
     t0 = time.monotonic()
     cluster = script.up() if started else script.load()
     print(f"cluster {'made' if started else 'found'}: {time.monotonic() - t0:.1f} s")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "MLSTACK_"))}
-    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), base.get("PYTHONPATH")]))
-    swarm = {
-        **base,
-        "DOCKER_HOST": cluster.manager_url,
-        "DOCKER_TLS_VERIFY": "1",
-        "DOCKER_CERT_PATH": str(Path(cluster.tls.ca).parent),
-    }
     try:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp)
-            base["MLSTACK_STATE_DIR"] = swarm["MLSTACK_STATE_DIR"] = str(home / "state")
+            base = local_env(home)
+            swarm = {
+                **base,
+                "DOCKER_HOST": cluster.manager_url,
+                "DOCKER_TLS_VERIFY": "1",
+                "DOCKER_CERT_PATH": str(Path(cluster.tls.ca).parent),
+            }
             print(
                 f"{'round':<7}{'local up':>10}{'status':>8}{'swarm up':>10}{'status':>8}"
                 f"{'down':>7}{'up again':>10}{'purge':>7}"

@@ -12,11 +12,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import docker.errors
 
 from mlstack.config.endpoint import Endpoint, TlsFiles
 from mlstack.engine.docker import DockerEngine
@@ -166,3 +169,33 @@ def swarm_session(api: Any) -> Iterator[SwarmSession]:
     finally:
         if session.started and not session.is_down:
             script.down()
+
+
+def poll(check: Callable[[], Any], seconds: float) -> Any:
+    """What `check` returned first that is true, polling for up to `seconds`; else None."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found or time.monotonic() >= deadline:
+            return found or None
+        time.sleep(0.5)
+
+
+def wait_for(what: str, check: Callable[[], Any], seconds: float = 180) -> Any:
+    """Poll `check` until it returns something true; fail after `seconds` (a hang, not a time)."""
+    found = poll(check, seconds)
+    assert found, f"{what}: not after {seconds} s"
+    return found
+
+
+def update_node(api: Any, node_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    """The node's spec through `change`; False when the node changed meanwhile (a node's own
+    status reports bump its version: "update out of sequence"): try again."""
+    node = api.inspect_node(node_id)
+    try:
+        api.update_node(node_id, node["Version"]["Index"], change(dict(node["Spec"])))
+    except docker.errors.APIError as e:
+        if "out of sequence" in str(e):
+            return False
+        raise
+    return True

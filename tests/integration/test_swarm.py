@@ -23,7 +23,14 @@ import yaml
 from mlstack import labels
 from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import ExitCode
-from tests.integration.swarm_cluster import SwarmCluster, SwarmSession
+from tests.integration.swarm_cluster import (
+    SwarmCluster,
+    SwarmNode,
+    SwarmSession,
+    poll,
+    update_node,
+    wait_for,
+)
 
 from .conftest import REPO, Project, client_process_env, make_project, offline_images, run_client
 
@@ -403,33 +410,14 @@ def _mlflow_tasks(manager: Engine, project: str) -> list[dict[str, Any]]:
     return [t for t in tasks if t["Status"]["State"] == "running"]
 
 
-def _until(what: str, check: Any, seconds: float = 180) -> Any:
-    """Poll `check` until it returns something true; fail after `seconds` (a hang, not a time)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not after {seconds} s"
-        time.sleep(0.5)
-
-
 def _node_state(manager: Engine, node_id: str) -> tuple[str, str]:
     node = manager._api.inspect_node(node_id)
     return str(node["Status"]["State"]), str(node["Spec"]["Availability"])
 
 
 def _set_availability(manager: Engine, node_id: str, availability: str) -> bool:
-    """False when the node changed meanwhile ("update out of sequence"): try again."""
-    node = manager._api.inspect_node(node_id)
-    spec = {**node["Spec"], "Availability": availability}
-    try:
-        manager._api.update_node(node_id, node["Version"]["Index"], spec)
-    except Exception as e:
-        if "out of sequence" in str(e):
-            return False
-        raise
-    return True
+    """False when the node changed meanwhile: try again."""
+    return update_node(manager._api, node_id, lambda spec: {**spec, "Availability": availability})
 
 
 def _bring_back(swarm: SwarmSession, host: Engine, name: str) -> None:
@@ -439,20 +427,34 @@ def _bring_back(swarm: SwarmSession, host: Engine, name: str) -> None:
     node = next(n for n in swarm.cluster.nodes if n.name == name)
     manager = swarm.cluster.engine()
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if _node_state(manager, node.node_id)[0] == "ready":
-                return
-            time.sleep(1)
+        ready = poll(lambda: _node_state(manager, node.node_id)[0] == "ready", 120)
     finally:
         manager.close()
-    swarm.cluster = swarm.script.up()
+    if not ready:
+        swarm.cluster = swarm.script.up()
 
 
 def _client_env(project: Project, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
     env = client_process_env(project.printed_env(capsys))
     env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
     return env
+
+
+def _up_with_a_worker_replica(
+    swarm: SwarmSession, project: Project, capsys: pytest.CaptureFixture[str]
+) -> tuple[dict[str, str], SwarmNode]:
+    """`up` of the stack: MLflow's endpoints by node, and a worker that runs a replica."""
+    code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
+    assert code == 0, err
+    endpoints = {e["node"]: e["url"] for e in json.loads(out)["endpoints"]}
+    workers = sorted(swarm.cluster.workers, key=lambda w: w.name)
+    return endpoints, next(w for w in workers if w.name in endpoints)
+
+
+def _replicas_off(manager: Engine, project: str, node_id: str) -> bool:
+    """Both MLflow replicas run, neither on that node."""
+    running = _mlflow_tasks(manager, project)
+    return len(running) == 2 and all(t["NodeID"] != node_id for t in running)
 
 
 def test_a_killed_worker_with_a_replica_clients_go_on_through_the_other_and_lose_nothing(
@@ -463,11 +465,8 @@ def test_a_killed_worker_with_a_replica_clients_go_on_through_the_other_and_lose
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     project = swarm_project
-    code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
-    assert code == 0, err
-    endpoints = {e["node"]: e["url"] for e in json.loads(out)["endpoints"]}
-    workers = {node.name: node for node in swarm.cluster.workers}
-    victim = next(name for name in sorted(endpoints) if name in workers)
+    endpoints, lost = _up_with_a_worker_replica(swarm, project, capsys)
+    victim, node_id = lost.name, lost.node_id
     survivor = next(name for name in sorted(endpoints) if name != victim)
     env = _client_env(project, capsys)
     stop = tmp_path / "stop"
@@ -483,23 +482,24 @@ def test_a_killed_worker_with_a_replica_clients_go_on_through_the_other_and_lose
     ]
     manager = swarm.cluster.engine()
     try:
-        _until(
+        wait_for(
             "each client acknowledged 3 runs",
             lambda: all(sum("run" in r for r in _records(p)) >= 3 for p in logs.values()),
         )
         killed = time.time()
         engine._api.kill(victim)  # `docker kill` of the node: its engine and its tasks die
-        node_id = workers[victim].node_id
-        _until("the swarm marks the node down", lambda: _node_state(manager, node_id)[0] == "down")
+        wait_for(
+            "the swarm marks the node down", lambda: _node_state(manager, node_id)[0] == "down"
+        )
         marked_down = time.time() - killed
-
-        def replaced() -> bool:
-            running = _mlflow_tasks(manager, project.name)
-            return len(running) == 2 and all(t["NodeID"] != node_id for t in running)
-
-        _until("a replica in place of the lost one", replaced)
+        wait_for(
+            "a replica in place of the lost one",
+            lambda: _replicas_off(manager, project.name, node_id),
+        )
         rescheduled = time.time() - killed
-        _until("status healthy again", lambda: _status(project, capsys)[1]["overall"] == "healthy")
+        wait_for(
+            "status healthy again", lambda: _status(project, capsys)[1]["overall"] == "healthy"
+        )
         healthy = time.time() - killed
         time.sleep(5)  # the survivor's client goes on past the recovery
     finally:
@@ -540,22 +540,16 @@ def test_a_drained_worker_hands_over_its_replica_and_takes_tasks_again_when_acti
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     project = swarm_project
-    code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
-    assert code == 0, err
-    endpoints = {e["node"]: e["url"] for e in json.loads(out)["endpoints"]}
-    workers = {node.name: node for node in swarm.cluster.workers}
-    drained = next(name for name in sorted(endpoints) if name in workers)
-    node_id = workers[drained].node_id
+    _, node = _up_with_a_worker_replica(swarm, project, capsys)
+    drained, node_id = node.name, node.node_id
     manager = swarm.cluster.engine()
     try:
-        _until("drain", lambda: _set_availability(manager, node_id, "drain"), 60)
+        wait_for("drain", lambda: _set_availability(manager, node_id, "drain"), 60)
         started = time.monotonic()
-
-        def moved() -> bool:
-            running = _mlflow_tasks(manager, project.name)
-            return len(running) == 2 and all(t["NodeID"] != node_id for t in running)
-
-        _until("the drained node's replica on another node", moved)
+        wait_for(
+            "the drained node's replica on another node",
+            lambda: _replicas_off(manager, project.name, node_id),
+        )
         seconds = time.monotonic() - started
         code, status = _status(project, capsys)
         assert code == 0 and status["overall"] == "healthy", status
@@ -565,7 +559,7 @@ def test_a_drained_worker_hands_over_its_replica_and_takes_tasks_again_when_acti
         done = run_client(["-c", LOG_RUN, url, "while drained"], _client_env(project, capsys))
         assert done.returncode == 0, done.stderr[-3000:]
 
-        _until("active", lambda: _set_availability(manager, node_id, "active"), 60)
+        wait_for("active", lambda: _set_availability(manager, node_id, "active"), 60)
         assert _node_state(manager, node_id) == ("ready", "active")
         # the swarm does not move running tasks back; the node takes the next ones
         code, out, err = project.cli(capsys, "--set", "mlflow.replicas=3", "up", "--json")
@@ -574,7 +568,7 @@ def test_a_drained_worker_hands_over_its_replica_and_takes_tasks_again_when_acti
         assert {s["service"]: s["action"] for s in scaled["services"]}["mlflow"] == "scaled"
         assert drained in {e["node"] for e in scaled["endpoints"]}
     finally:
-        _until("active again", lambda: _set_availability(manager, node_id, "active"), 60)
+        wait_for("active again", lambda: _set_availability(manager, node_id, "active"), 60)
         manager.close()
     with capsys.disabled():
         print(f"\ndrain: the replica ran on another node after {seconds:.1f} s")

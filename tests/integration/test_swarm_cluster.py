@@ -8,7 +8,6 @@ overlay network, placed by node labels. Taking it down leaves the host's engine 
 from __future__ import annotations
 
 import functools
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,14 @@ import pytest
 
 from mlstack.engine.docker import DockerEngine
 from tests.integration.conftest import free_ports
-from tests.integration.swarm_cluster import SwarmCluster, SwarmNode, SwarmSession, swarm_state
+from tests.integration.swarm_cluster import (
+    SwarmCluster,
+    SwarmNode,
+    SwarmSession,
+    swarm_state,
+    update_node,
+    wait_for,
+)
 
 # busybox (in the seaweedfs image) serves the task's container hostname over http.
 HTTPD = "mkdir -p /www && hostname >/www/index.html && exec busybox httpd -f -p 8080 -h /www"
@@ -35,17 +41,6 @@ def manager(swarm_cluster: SwarmCluster) -> Iterator[DockerEngine]:
 
 def storage_image(cluster: SwarmCluster) -> str:
     return next(image for image in cluster.images if "seaweedfs" in image)
-
-
-def wait_for(what: str, check: Any, seconds: float = 180) -> Any:
-    """Poll `check` until it returns something true; fail after `seconds` (a hang, not a time)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not after {seconds} s"
-        time.sleep(0.5)
 
 
 def test_three_ready_nodes_one_manager(swarm_cluster: SwarmCluster, manager: DockerEngine) -> None:
@@ -88,21 +83,17 @@ def _label_workers(api: Any, cluster: SwarmCluster, key: str, value: str | None)
 
 
 def _set_label(api: Any, node_id: str, key: str, value: str | None) -> bool:
-    """Set (or with None remove) a node label; False when the node changed meanwhile (a new
-    node's status updates bump its version: "update out of sequence")."""
-    node = api.inspect_node(node_id)
-    labels = dict(node["Spec"].get("Labels") or {})
-    if value is None:
-        labels.pop(key, None)
-    else:
-        labels[key] = value
-    try:
-        api.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Labels": labels})
-    except docker.errors.APIError as e:
-        if "out of sequence" in str(e):
-            return False
-        raise
-    return True
+    """Set (or with None remove) a node label; False when the node changed meanwhile."""
+
+    def labelled(spec: dict[str, Any]) -> dict[str, Any]:
+        labels = dict(spec.get("Labels") or {})
+        if value is None:
+            labels.pop(key, None)
+        else:
+            labels[key] = value
+        return {**spec, "Labels": labels}
+
+    return update_node(api, node_id, labelled)
 
 
 def _running_tasks(api: Any, service: str) -> list[dict[str, Any]]:

@@ -175,7 +175,7 @@ class SwarmCalls:
         action = "updated"
         if current is not None:
             if (current["Spec"].get("Labels") or {}).get(label_keys.SPEC_HASH) == spec.spec_hash:
-                if _scale_of(current["Spec"]) == _scale_of(self._service_body(spec, ids=False)):
+                if _same_scale(current["Spec"], spec):
                     return "kept"
                 action = "scaled"  # the same tasks: the swarm adds or stops some, none replaced
             elif spec.job:  # a job ran to its end: a new run is a new service
@@ -192,9 +192,7 @@ class SwarmCalls:
             )
         return action
 
-    def _service_body(self, spec: SwarmServiceSpec, ids: bool = True) -> dict[str, Any]:
-        """The API's service spec; without `ids`, secrets and configs are not looked up (for
-        comparing the parts that are not the task's)."""
+    def _service_body(self, spec: SwarmServiceSpec) -> dict[str, Any]:
         container: dict[str, Any] = {
             "Image": spec.image,
             "Env": [f"{k}={v}" for k, v in spec.environment.items()],
@@ -208,8 +206,8 @@ class SwarmCalls:
                 }
                 for name, target in spec.volumes
             ],
-            "Secrets": [self._file(m, "Secret") for m in spec.secrets] if ids else [],
-            "Configs": [self._file(m, "Config") for m in spec.configs] if ids else [],
+            "Secrets": [self._file(m, "Secret") for m in spec.secrets],
+            "Configs": [self._file(m, "Config") for m in spec.configs],
             "StopGracePeriod": int(spec.stop_grace_period * NS),
         }
         if spec.entrypoint is not None:
@@ -318,13 +316,14 @@ class SwarmCalls:
             self._api.remove_service(name)
 
 
-def _scale_of(spec: Mapping[str, Any]) -> tuple[Any, ...]:
-    """How many tasks and how they are replaced, from an inspected spec (`Mode`,
-    `UpdateConfig`) or a body this module made (`mode`, `update_config`)."""
-    mode = spec.get("Mode") or spec.get("mode") or {}
-    update = spec.get("UpdateConfig") or spec.get("update_config") or {}
-    replicas = (mode.get("Replicated") or {}).get("Replicas")
-    return replicas, update.get("Order"), update.get("FailureAction"), update.get("Monitor")
+def _same_scale(current: Mapping[str, Any], spec: SwarmServiceSpec) -> bool:
+    """Whether an inspected service spec runs as many tasks as `spec` and replaces them the
+    same way (the parts its hash leaves out)."""
+    replicas = ((current.get("Mode") or {}).get("Replicated") or {}).get("Replicas")
+    update = current.get("UpdateConfig") or {}
+    wanted = _policy(spec.update) if spec.update is not None else {}
+    same_update = all(update.get(k) == wanted.get(k) for k in ("Order", "FailureAction", "Monitor"))
+    return replicas == (None if spec.job else spec.replicas) and same_update
 
 
 def _port(port: PublishedPort) -> dict[str, Any]:
