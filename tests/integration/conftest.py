@@ -38,6 +38,7 @@ from tests.integration.swarm_cluster import (
     SwarmSession,
     swarm_session,
 )
+from tests.integration.swarm_stack import to_manager
 from tests.secret_scan import assert_no_secrets, secret_values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,6 +138,25 @@ def swarm_cluster(swarm: SwarmSession) -> SwarmCluster:
     return swarm.cluster
 
 
+@pytest.fixture
+def swarm_project(
+    swarm_cluster: SwarmCluster,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Iterator[Project]:
+    to_manager(monkeypatch, swarm_cluster)
+    project = make_project(engine, tmp_path, monkeypatch, "seaweedfs")
+    images = {
+        section: {"image": swarm_cluster.pull_ref(image)}
+        for section, image in offline_swarm_images().items()
+    }
+    project.write_config(target="swarm", allow_unauthenticated=True, **images)
+    yield project
+    project.cli(capsys, "down", "--purge", "--yes")
+
+
 def free_ports(count: int) -> list[int]:
     """Ports nothing listens on now (kept open together so they are distinct)."""
     sockets = []
@@ -157,6 +177,12 @@ def offline_images(engine_name: str) -> dict[str, Any]:
     assert isinstance(data, dict)
     data["labels"] = {SESSION_LABEL: SESSION}  # every object of the stack: swept at the end
     return data
+
+
+def offline_swarm_images() -> dict[str, str]:
+    """The offline images of a swarm stack's services, by config section."""
+    data = offline_images("seaweedfs")
+    return {section: data[section]["image"] for section in ("storage", "postgres", "mlflow")}
 
 
 @dataclass

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,98 +30,18 @@ from tests.integration.swarm_cluster import (
     update_node,
     wait_for,
 )
+from tests.integration.swarm_stack import COUNT_RUNS, LOG_RUN, on_nodes, status_json
 
-from .conftest import REPO, Project, client_process_env, make_project, offline_images, run_client
-
-LOG_RUN = textwrap.dedent(
-    """
-    import json, os, sys, tempfile, mlflow
-    mlflow.set_tracking_uri(sys.argv[1])
-    mlflow.set_experiment("swarm")
-    path = os.path.join(tempfile.mkdtemp(), "model.txt")
-    with open(path, "w") as f:
-        f.write(sys.argv[2])
-    with mlflow.start_run() as run:
-        mlflow.log_metric("m", 1.0)
-        mlflow.log_artifact(path)
-    back = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model.txt")
-    print(json.dumps({"run": run.info.run_id, "artifact": open(back).read()}))
-    """
+from .conftest import (
+    REPO,
+    Project,
+    client_process_env,
+    make_project,
+    offline_swarm_images,
+    run_client,
 )
+
 PREVIOUS = REPO / "tests" / "offline-images-mlflow-previous.yaml"  # an older MLflow
-COUNT_RUNS = textwrap.dedent(
-    """
-    import json, sys, mlflow
-    mlflow.set_tracking_uri(sys.argv[1])
-    print(json.dumps(len(mlflow.search_runs(experiment_names=["swarm"], output_format="list"))))
-    """
-)
-
-
-def _to_manager(monkeypatch: pytest.MonkeyPatch, cluster: SwarmCluster) -> None:
-    monkeypatch.setenv("DOCKER_HOST", cluster.manager_url)
-    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
-    monkeypatch.setenv("DOCKER_CERT_PATH", str(Path(cluster.tls.ca).parent))
-
-
-@pytest.fixture
-def swarm_project(
-    swarm_cluster: SwarmCluster,
-    engine: Engine,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Iterator[Project]:
-    _to_manager(monkeypatch, swarm_cluster)
-    project = make_project(engine, tmp_path, monkeypatch, "seaweedfs")
-    images = {
-        section: {"image": swarm_cluster.pull_ref(image)} for section, image in _offline().items()
-    }
-    project.write_config(target="swarm", allow_unauthenticated=True, **images)
-    yield project
-    project.cli(capsys, "down", "--purge", "--yes")
-
-
-def _offline() -> dict[str, str]:
-    data = offline_images("seaweedfs")
-    return {section: data[section]["image"] for section in ("storage", "postgres", "mlflow")}
-
-
-def _status(project: Project, capsys: pytest.CaptureFixture[str]) -> Any:
-    code, out, _ = project.cli(capsys, "status", "--json")
-    return code, json.loads(out)
-
-
-def _on_nodes(cluster: SwarmCluster, project: str) -> dict[str, dict[str, list[str]]]:
-    """What each node's engine holds of the project: services and tasks' containers, secrets,
-    configs, networks, volumes."""
-    found: dict[str, dict[str, list[str]]] = {}
-    selector = {"label": [f"{labels.PROJECT}={project}"]}
-    for node in cluster.nodes:
-        engine = cluster.engine(node)
-        try:
-            api = engine._api
-            held = {
-                "containers": [c["Names"][0] for c in api.containers(all=True, filters=selector)],
-                "networks": [n["Name"] for n in api.networks(filters=selector)],
-                "volumes": [
-                    v["Name"] for v in (api.volumes(filters=selector).get("Volumes") or [])
-                ],
-            }
-            if node.role == "manager":
-                held["services"] = [s["Spec"]["Name"] for s in api.services(filters=selector)]
-                held["secrets"] = [s["Spec"]["Name"] for s in api.secrets(filters=selector)]
-                held["configs"] = [c["Spec"]["Name"] for c in api.configs(filters=selector)]
-                label = f"org.mlstack.{project}.data"
-                held["node labels"] = [
-                    n["Description"]["Hostname"]
-                    for n in api.nodes()
-                    if label in (n["Spec"].get("Labels") or {})
-                ]
-            found[node.name] = {k: v for k, v in held.items() if v}
-        finally:
-            engine.close()
-    return found
 
 
 def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
@@ -150,7 +69,7 @@ def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout.strip().splitlines()[-1])["artifact"] == f"from {node}"
 
-    code, status = _status(project, capsys)
+    code, status = status_json(project, capsys)
     assert code == 0 and status["overall"] == "healthy", status
     mlflow = next(s for s in status["services"] if s["service"] == "mlflow")
     assert (mlflow["running"], mlflow["desired"]) == (2, 2)
@@ -161,7 +80,7 @@ def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
 
     code, _, err = project.cli(capsys, "down")
     assert code == 0, err
-    held = _on_nodes(swarm_cluster, project.name)
+    held = on_nodes(swarm_cluster, project.name)
     assert held[swarm_cluster.manager.name].get("volumes"), held
     assert not held[swarm_cluster.manager.name].get("services"), held
     started = time.monotonic()
@@ -176,7 +95,7 @@ def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
 
     code, _, err = project.cli(capsys, "down", "--purge", "--yes")
     assert code == 0, err
-    held = _on_nodes(swarm_cluster, project.name)
+    held = on_nodes(swarm_cluster, project.name)
     # no service, secret, config, network, volume or node label on any node; a worker removes
     # its stopped tasks' containers by itself once it hears the service is gone
     assert {n: {k: v for k, v in h.items() if k != "containers"} for n, h in held.items()} == {
@@ -186,7 +105,7 @@ def test_up_logs_through_each_replica_down_up_keeps_data_purge_leaves_nothing(
     deadline = time.monotonic() + 120
     while any(held.values()) and time.monotonic() < deadline:
         time.sleep(1)
-        held = _on_nodes(swarm_cluster, project.name)
+        held = on_nodes(swarm_cluster, project.name)
     assert held == {n.name: {} for n in swarm_cluster.nodes}
 
 
@@ -200,14 +119,14 @@ def test_auth_on_the_swarm_its_config_and_login_from_secrets(
         target="swarm",
         auth=True,
         allow_unauthenticated=False,
-        mlflow={"replicas": 1, "image": swarm_cluster.pull_ref(_offline()["mlflow"])},
-        postgres={"image": swarm_cluster.pull_ref(_offline()["postgres"])},
-        storage={"image": swarm_cluster.pull_ref(_offline()["storage"])},
+        mlflow={"replicas": 1, "image": swarm_cluster.pull_ref(offline_swarm_images()["mlflow"])},
+        postgres={"image": swarm_cluster.pull_ref(offline_swarm_images()["postgres"])},
+        storage={"image": swarm_cluster.pull_ref(offline_swarm_images()["storage"])},
     )
     code, out, err = project.cli(capsys, "up", "--json", "--timeout", "600")
     assert code == 0, err
     url = json.loads(out)["endpoints"][0]["url"]
-    held = _on_nodes(swarm_cluster, project.name)[swarm_cluster.manager.name]
+    held = on_nodes(swarm_cluster, project.name)[swarm_cluster.manager.name]
     assert len(held["configs"]) == 1 and held["secrets"]
     code, out, _ = project.cli(capsys, "env", "--format", "json", "--show-secrets")
     assert code == 0
@@ -217,7 +136,7 @@ def test_auth_on_the_swarm_its_config_and_login_from_secrets(
     anonymous = client_process_env({})
     refused = run_client(["-c", COUNT_RUNS, url], anonymous)
     assert refused.returncode != 0 and "401" in refused.stderr
-    code, status = _status(project, capsys)
+    code, status = status_json(project, capsys)
     assert code == 0 and status["overall"] == "healthy", status
 
 
@@ -231,7 +150,7 @@ def test_a_changed_mlflow_spec_is_a_rolling_update_that_ends_healthy(
     assert code == 0, err
     actions = {s["service"]: s["action"] for s in json.loads(out)["services"]}
     assert actions == {"postgres": "kept", "storage": "kept", "mlflow": "updated"}
-    code, status = _status(project, capsys)
+    code, status = status_json(project, capsys)
     mlflow = next(s for s in status["services"] if s["service"] == "mlflow")
     assert code == 0 and (mlflow["running"], mlflow["desired"]) == (2, 2), status
 
@@ -248,7 +167,7 @@ def test_an_engine_that_is_no_manager_is_refused_in_one_line(
     assert code == ExitCode.USAGE, err
     assert "is a swarm worker, not a manager" in err and len(err.strip().splitlines()) == 1
     assert not swarm_project.secrets_file.exists()
-    assert _on_nodes(swarm_cluster, swarm_project.name) == {n.name: {} for n in swarm_cluster.nodes}
+    assert on_nodes(swarm_cluster, swarm_project.name) == {n.name: {} for n in swarm_cluster.nodes}
 
 
 def test_a_data_node_that_is_none_is_refused_in_one_line(
@@ -261,7 +180,7 @@ def test_a_data_node_that_is_none_is_refused_in_one_line(
     assert "swarm.data_node 'no-such-node' matches no node" in err
     assert swarm_cluster.manager.name in err and len(err.strip().splitlines()) == 1
     assert not swarm_project.secrets_file.exists()
-    assert _on_nodes(swarm_cluster, swarm_project.name) == {n.name: {} for n in swarm_cluster.nodes}
+    assert on_nodes(swarm_cluster, swarm_project.name) == {n.name: {} for n in swarm_cluster.nodes}
 
 
 def test_an_engine_in_no_swarm_is_refused_in_one_line(
@@ -290,13 +209,15 @@ def test_an_image_whose_registry_does_not_answer_is_refused_in_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     registry = swarm_cluster.registry_pull.rsplit(":", 1)[0]
-    image = f"{registry}:5001/{_offline()['postgres']}"  # the registry's host; no port 5001
+    image = (
+        f"{registry}:5001/{offline_swarm_images()['postgres']}"  # the registry's host; no port 5001
+    )
     code, _, err = swarm_project.cli(capsys, "--set", f"postgres.image={image}", "up")
     assert code == ExitCode.IMAGE, err
     assert f"asking the registry of {image}" in err and "from each node" in err
     assert len(err.strip().splitlines()) == 1
     assert not swarm_project.secrets_file.exists()
-    assert _on_nodes(swarm_cluster, swarm_project.name) == {n.name: {} for n in swarm_cluster.nodes}
+    assert on_nodes(swarm_cluster, swarm_project.name) == {n.name: {} for n in swarm_cluster.nodes}
 
 
 def test_a_new_mlflow_image_migrates_in_a_job_then_rolls_the_replicas(
@@ -308,7 +229,7 @@ def test_a_new_mlflow_image_migrates_in_a_job_then_rolls_the_replicas(
     a rolling update of both replicas, the run there through each."""
     project = swarm_project
     older = swarm_cluster.pull_ref(yaml.safe_load(PREVIOUS.read_text())["mlflow"]["image"])
-    newer = swarm_cluster.pull_ref(_offline()["mlflow"])
+    newer = swarm_cluster.pull_ref(offline_swarm_images()["mlflow"])
     code, out, err = project.cli(
         capsys, "--set", f"mlflow.image={older}", "up", "--json", "--timeout", "600"
     )
@@ -340,7 +261,7 @@ def test_a_new_mlflow_image_migrates_in_a_job_then_rolls_the_replicas(
         s["Spec"]["Name"]: s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] for s in services
     }
     assert images[f"{project.name}_mlflow"] == newer and len(images) == 3  # the job is gone
-    code, status = _status(project, capsys)
+    code, status = status_json(project, capsys)
     assert code == 0 and status["overall"] == "healthy", status
     with capsys.disabled():
         print(f"\nswarm upgrade {older} -> {newer}: {seconds:.1f} s (job, then rolling update)")
@@ -498,7 +419,7 @@ def test_a_killed_worker_with_a_replica_clients_go_on_through_the_other_and_lose
         )
         rescheduled = time.time() - killed
         wait_for(
-            "status healthy again", lambda: _status(project, capsys)[1]["overall"] == "healthy"
+            "status healthy again", lambda: status_json(project, capsys)[1]["overall"] == "healthy"
         )
         healthy = time.time() - killed
         time.sleep(5)  # the survivor's client goes on past the recovery
@@ -551,7 +472,7 @@ def test_a_drained_worker_hands_over_its_replica_and_takes_tasks_again_when_acti
             lambda: _replicas_off(manager, project.name, node_id),
         )
         seconds = time.monotonic() - started
-        code, status = _status(project, capsys)
+        code, status = status_json(project, capsys)
         assert code == 0 and status["overall"] == "healthy", status
         mlflow = next(s for s in status["services"] if s["service"] == "mlflow")
         assert drained not in {t["node"] for t in mlflow["tasks"] if t["state"] == "running"}
