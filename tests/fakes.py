@@ -30,6 +30,7 @@ from mlstack.engine import (
     SwarmServiceSpec,
     SwarmState,
     TaskInfo,
+    TaskLogLine,
 )
 from mlstack.errors import EngineConflict, ImageUnavailable, MlstackError, NotReady
 from mlstack.health import Probe
@@ -496,6 +497,9 @@ class FakeSwarmEngine(FakeEngine):
         self.deployed: list[SwarmServiceSpec] = []  # every spec created or updated, in order
         self.stopping: list[TaskInfo] = []  # tasks of removed services, until listed once
         self.registry_down: dict[str, str] = {}  # image -> why its registry cannot answer
+        self.service_logs: dict[str, str] = {}  # a service's tasks' log, by service name
+        self.task_labels: dict[str, dict[str, str]] = {}  # a task's service's labels, by id
+        self.task_lines: dict[str, list[TaskLogLine]] = {}  # by service name, as printed
 
     def swarm_state(self) -> SwarmState:
         nodes = tuple(self.nodes) if self.manager and self.local_state == "active" else ()
@@ -588,9 +592,11 @@ class FakeSwarmEngine(FakeEngine):
                 for volume, _ in spec.volumes:
                     if node.id == self.node_id:
                         self.volume_labels.setdefault(volume, dict(spec.volume_labels))
+            task_id = f"task{next(_ids)}"
+            self.task_labels[task_id] = dict(spec.labels)
             tasks.append(
                 TaskInfo(
-                    id=f"task{next(_ids)}",
+                    id=task_id,
                     node_id=node.id if node and not error else "",
                     node=node.hostname if node and not error else "",
                     state="failed" if error else ("complete" if spec.job else "running"),
@@ -624,12 +630,49 @@ class FakeSwarmEngine(FakeEngine):
             self._record("remove-service", name)
             self.stopping += [replace(t, desired_state="remove") for t in removed.tasks]
 
+    def scale_service(self, name: str, replicas: int) -> None:
+        current = self.swarm_services[name]
+        self._record("scale-service", f"{name}={replicas}")
+        spec = replace(current.spec, replicas=replicas)
+        self.swarm_services[name] = FakeService(spec, current.id, self._schedule(spec))
+        self.deployed.pop()  # scaled, not created or updated
+
     def tasks(self, labels: Mapping[str, str]) -> list[TaskInfo]:
-        """Tasks of live services, and of removed ones for one more look (then they are gone)."""
+        """Tasks of live services, and of removed ones for one more look (then they are gone),
+        those whose service carries `labels`."""
         found = [t for s in self.swarm_services.values() for t in s.tasks]
         found += self.stopping
         self.stopping = []
-        return found
+        return [t for t in found if self._matches(self.task_labels.get(t.id, {}), labels)]
+
+    def print_line(self, service: str, text: bytes, slot: int = 1) -> None:
+        """A line the task in `slot` of the stack's `service` (its label) prints."""
+        info = next(
+            s for s in self.swarm_services.values() if s.spec.labels.get(_SERVICE) == service
+        )
+        task = next(t for t in info.tasks if t.slot == slot)
+        lines = self.task_lines.setdefault(info.spec.name, [])
+        lines.append(TaskLogLine(task.id, task.node_id, text))
+
+    def service_log_lines(
+        self, name: str, *, tail: int | str = "all", follow: bool = False
+    ) -> Iterator[TaskLogLine]:
+        """The lines printed so far (following ends there too), after what `service_logs`
+        scripts for the service; `tail` counts per task."""
+        self._record("service-logs", name)
+        if name not in self.swarm_services:
+            return
+        scripted = self.service_logs.get(name, "").splitlines()
+        lines = [TaskLogLine("", "", t.encode()) for t in scripted]
+        lines += self.task_lines.get(name, [])
+        if isinstance(tail, int):
+            kept = []
+            for i, line in enumerate(lines):
+                later = [other for other in lines[i + 1 :] if other.task_id == line.task_id]
+                if len(later) < tail:
+                    kept.append(line)
+            lines = kept
+        yield from lines
 
 
 def _satisfies(node: SwarmNode, constraint: str) -> bool:

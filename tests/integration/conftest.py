@@ -54,6 +54,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+    # the test that takes the swarm cluster down runs after every test that uses it
+    items.sort(key=lambda item: item.get_closest_marker("swarm_last") is not None)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -134,7 +136,11 @@ def swarm(engine: Engine) -> Iterator[SwarmSession]:
 @pytest.fixture
 def swarm_cluster(swarm: SwarmSession) -> SwarmCluster:
     """The cluster as it is now: a test that lost a node and made the cluster afresh
-    (SwarmSession.cluster) hands the next one its new addresses."""
+    (SwarmSession.cluster) hands the next one its new addresses; one taken down (a selection
+    that ran the down test before others) is made again."""
+    if swarm.is_down:
+        swarm.cluster = swarm.script.up()
+        swarm.is_down = False
     return swarm.cluster
 
 

@@ -20,8 +20,10 @@ import pytest
 import yaml
 
 from mlstack import labels
+from mlstack.adapters.archive import read_manifest
 from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import ExitCode
+from mlstack.state import ProjectState
 from tests.integration.swarm_cluster import (
     SwarmCluster,
     SwarmNode,
@@ -245,6 +247,10 @@ def test_a_new_mlflow_image_migrates_in_a_job_then_rolls_the_replicas(
     assert code == 0, err
     up = json.loads(out)
     assert up["migrated"] == older
+    # the backup before the job, as on one engine: the run, written by the older image
+    (backup,) = ProjectState(project.state_dir / project.name).backups_dir().glob("*.tar.gz")
+    manifest = read_manifest(backup)
+    assert manifest.mlflow_image == older and manifest.alembic_revision, manifest
     actions = {s["service"]: s["action"] for s in up["services"]}
     assert actions == {"postgres": "kept", "storage": "kept", "mlflow": "updated"}
     assert len(up["endpoints"]) == 2

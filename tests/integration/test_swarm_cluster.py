@@ -221,13 +221,15 @@ def test_a_cluster_with_a_stopped_node_is_made_afresh_by_up(
     assert stopped.name in states
 
 
+@pytest.mark.swarm_last
 def test_down_leaves_the_host_engine_as_it_was(swarm: SwarmSession, engine: DockerEngine) -> None:
-    """Last in this file: takes the session's cluster down (and up again if it was up before
-    the session, as it was found)."""
+    """Last of all the tests: takes the session's cluster down (and up again if it was up
+    before the session, as it was found)."""
     swarm.script.down()
     swarm.is_down = True
     assert swarm_state(engine._api) == swarm.host_swarm_before == "inactive"
     assert swarm.script.leftovers(engine._api) == {"containers": [], "networks": [], "volumes": []}
     assert not swarm.script.state.exists()
     if not swarm.started:
-        swarm.script.up()
+        swarm.cluster = swarm.script.up()
+        swarm.is_down = False

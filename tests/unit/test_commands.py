@@ -12,7 +12,7 @@ import pytest
 
 from mlstack import labels
 from mlstack.commands.down import down
-from mlstack.commands.logs import lines_of, logs
+from mlstack.commands.logs import logs
 from mlstack.commands.status import Overall, Row, StatusResult, status
 from mlstack.commands.up import Action, UpResult, up
 from mlstack.config import StackConfig
@@ -27,6 +27,7 @@ from mlstack.errors import (
     exit_code_for,
 )
 from mlstack.project.context import Project
+from mlstack.project.logtext import lines_of
 from mlstack.project.reporting import Event, Reporter, quiet
 from mlstack.state import ProjectState
 from tests.fakes import FakeBackends, FakeEngine, crash_loops, exits

@@ -17,7 +17,6 @@ from mlstack import labels
 from mlstack.adapters import registry, requirements
 from mlstack.cli import options, run
 from mlstack.commands import demo, serve
-from mlstack.commands.logs import resolve_service
 from mlstack.commands.status import Overall, Row, overall_status, served_rows
 from mlstack.compose.launcher import SERVE_LAUNCHER
 from mlstack.config import StackConfig
@@ -27,6 +26,7 @@ from mlstack.errors import ExitCode, MlstackError, ServiceUnhealthy, UsageError
 from mlstack.health import ProbeResult
 from mlstack.project import served
 from mlstack.project.context import Project
+from mlstack.project.logtext import resolve_service
 from mlstack.project.watch import log_gist
 from tests.fakes import FakeEngine, exits
 

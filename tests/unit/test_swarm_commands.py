@@ -5,6 +5,8 @@ anything is made, what is made (secrets, configs, a labelled data node, services
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -52,17 +54,53 @@ class _EndpointProbe:
             raise NotReady(f"{self.url}: connection refused", service=self.service)
 
 
-def bring_up(config: StackConfig, engine: FakeSwarmEngine, endpoints: Endpoints | None = None):  # type: ignore[no-untyped-def]
+def bring_up(  # type: ignore[no-untyped-def]
+    config: StackConfig,
+    engine: FakeSwarmEngine,
+    endpoints: Endpoints | None = None,
+    revision: str | None = None,  # the database's MLflow schema (None: no tables yet)
+):
     engine.pullable.add(config.mlflow.image)  # the relay's, on the manager
     project = Project.open(config, create_secrets=True, save=False, engine=engine)
     assert project is not None
     endpoints = endpoints or Endpoints()
     backends = FakeBackends(engine, "p")
+    backends.revision = revision
     for probe in backends.scripted.values():
         probe.container = None  # no containers on a swarm: the probes pass as scripted
     return up_swarm(
         project, engine, timeout=5, backends=backends, probe_endpoint=endpoints.probe
     ), backends
+
+
+@pytest.fixture
+def backups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """`up`'s backups before a migration, as (the image that wrote the data, project): the
+    archive itself is written from a real database (tests/integration/test_swarm.py)."""
+    from mlstack.commands import swarm_up
+
+    taken: list[tuple[str, str]] = []
+
+    def take(project: Project, engine: object, path: object, *, image: object, **_: object) -> Any:
+        taken.append((image.image, project.name))  # type: ignore[attr-defined]
+        return SimpleNamespace(path="/backups/p.tar.gz")
+
+    monkeypatch.setattr(swarm_up, "take_backup", take)
+    return taken
+
+
+def test_a_new_stack_starts_one_mlflow_replica_first_then_the_others() -> None:
+    """Replicas starting together on an empty database race to create MLflow's tables."""
+    engine = FakeSwarmEngine()
+    result, _ = bring_up(swarm_config(mlflow={"replicas": 3}), engine)
+    mlflow = [s.replicas for s in engine.deployed if s.name == "p_mlflow"]
+    assert mlflow == [1, 3] and result.services[-1].action == "created"
+    again, _ = bring_up(swarm_config(mlflow={"replicas": 3}), engine)  # tables or not: it runs
+    assert [s.replicas for s in engine.deployed if s.name == "p_mlflow"] == [1, 3]
+    assert again.services[-1].action == "kept"
+    engine2 = FakeSwarmEngine()
+    bring_up(swarm_config(mlflow={"replicas": 3}), engine2, revision="1b5f0d9ad7c1")
+    assert [s.replicas for s in engine2.deployed if s.name == "p_mlflow"] == [3]
 
 
 def test_up_deploys_the_stack_with_secrets_out_of_the_environment() -> None:
@@ -258,14 +296,17 @@ def test_secret_names_stay_within_the_swarm_limit_for_the_longest_project() -> N
     assert names and all(len(n) <= 64 for n in names) and len(set(names)) == len(names)
 
 
-def test_a_new_mlflow_image_migrates_in_a_job_before_mlflow_is_updated() -> None:
+def test_a_new_mlflow_image_migrates_in_a_job_before_mlflow_is_updated(
+    backups: list[tuple[str, str]],
+) -> None:
     engine = FakeSwarmEngine()
     first, _ = bring_up(swarm_config(), engine)
     assert first.migrated is None  # a new stack: its first server migrates the schema
     engine.deployed.clear()
     newer = swarm_config(mlflow={"image": "mlflow:newer"})
-    result, _ = bring_up(newer, engine)
+    result, _ = bring_up(newer, engine, revision="1b5f0d9ad7c1")
     assert result.migrated == swarm_config().mlflow.image
+    assert backups == [(swarm_config().mlflow.image, "p")]  # before the job
     assert [s.name for s in engine.deployed] == ["p_migrate", "p_mlflow"]
     job = engine.deployed[0]
     assert job.job and job.image == "mlflow:newer" and job.entrypoint == PRELUDE
@@ -273,40 +314,27 @@ def test_a_new_mlflow_image_migrates_in_a_job_before_mlflow_is_updated() -> None
     assert "p_migrate" not in engine.swarm_services  # removed once done
 
 
-def test_a_failed_migration_leaves_mlflow_on_its_image_and_says_so() -> None:
+def test_a_failed_migration_leaves_mlflow_on_its_image_and_says_so(
+    backups: list[tuple[str, str]],
+) -> None:
     engine = FakeSwarmEngine()
     bring_up(swarm_config(), engine)
     engine.failing["migrate"] = "task: non-zero exit (1)"
+    engine.service_logs["p_migrate"] = "INFO upgrading\nalembic: relation already exists"
     with pytest.raises(Exception) as caught:
-        bring_up(swarm_config(mlflow={"image": "mlflow:newer"}), engine)
+        bring_up(swarm_config(mlflow={"image": "mlflow:newer"}), engine, revision="1b5f0d9ad7c1")
     assert "`mlflow db upgrade` failed" in str(caught.value) and "non-zero exit" in str(
         caught.value
     )
+    assert "the database's backup is /backups/p.tar.gz" in str(caught.value) and backups
+    assert "(INFO upgrading / alembic: relation already exists)" in str(caught.value)
     assert engine.swarm_services["p_mlflow"].spec.image == swarm_config().mlflow.image
-
-
-def test_logs_on_a_swarm_is_refused_with_the_docker_command_to_use(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from mlstack.cli import run
-
-    monkeypatch.setenv("MLSTACK_TARGET", "swarm")
-    monkeypatch.setenv("MLSTACK_AUTH", "true")
-    code = run(["--project", "p", "logs", "mlflow"])
-    err = capsys.readouterr().err.strip()
-    assert code == ExitCode.USAGE and len(err.splitlines()) == 1
-    assert "docker service logs p_<service>" in err
 
 
 @pytest.mark.parametrize(
     ("command", "args"),
     [
-        ("backup", ["backup", "-o", "x.tar.gz"]),
-        ("restore", ["restore", "x.tar.gz"]),
-        ("gc", ["gc"]),
         ("demo", ["demo"]),
-        ("serve", ["serve", "models:/m/1"]),
-        ("serve", ["serve", "--stop", "m"]),
     ],
 )
 def test_a_command_the_swarm_target_lacks_is_refused_before_the_engine(

@@ -33,7 +33,7 @@ def backup(
     from mlstack.commands.backup import backup as take_backup
     from mlstack.project.context import open_existing
 
-    config = options.local_config_of(ctx, "backup")
+    config = options.config_of(ctx)
     engine = options.engine()
     project = open_existing(config, "backup", engine)
     with project.state.lock("backup"), LiveProgress(enabled=not json_) as progress:
@@ -58,7 +58,7 @@ def restore(
     from mlstack.commands.restore import restore as restore_backup
     from mlstack.project.context import open_existing
 
-    config = options.local_config_of(ctx, "restore")
+    config = options.config_of(ctx)
     engine = options.engine()
     project = open_existing(config, "restore", engine)
     with project.state.lock("restore"), LiveProgress(enabled=not json_) as progress:
@@ -91,7 +91,7 @@ def gc(
     from mlstack.project.context import open_existing
 
     older = parse_older_than(older_than) if older_than is not None else None
-    config = options.local_config_of(ctx, "gc")
+    config = options.config_of(ctx)
     engine = options.engine()
     project = open_existing(config, "gc", engine)
     with project.state.lock("gc"), LiveProgress(enabled=not json_) as progress:

@@ -104,11 +104,17 @@ def _stop(ctx: typer.Context, name: str, json_: bool) -> int:
     from mlstack.commands.serve import stop as remove
     from mlstack.project.served import check_name
 
-    config = options.local_config_of(ctx, "serve")
+    config = options.config_of(ctx)
     check_name(name)
     engine = options.engine()
     with ProjectState.for_project(config.project).lock("serve --stop"):
-        stopped = remove(config, engine, name)
+        if config.swarm_target:
+            # deferred: as above
+            from mlstack.commands.swarm_serve import stop_swarm
+
+            stopped = stop_swarm(config, engine, name)
+        else:
+            stopped = remove(config, engine, name)
     return render(stopped, as_json=json_)
 
 
@@ -120,7 +126,7 @@ def _deploy(
     from mlstack.commands.serve import serve as deploy
     from mlstack.project.served import check_name
 
-    config = options.local_config_of(ctx, "serve")
+    config = options.config_of(ctx)
     parse_model_uri(uri)  # a malformed URI or name fails before touching the engine
     if name is not None:
         check_name(name)
@@ -129,9 +135,17 @@ def _deploy(
         ProjectState.for_project(config.project).lock("serve"),
         LiveProgress(enabled=not json_) as progress,
     ):
-        result = deploy(
-            config, engine, uri, name=name, port=port, timeout=timeout, report=progress.report
-        )
+        if config.swarm_target:
+            # deferred: as above
+            from mlstack.commands.swarm_serve import serve_swarm
+
+            result = serve_swarm(
+                config, engine, uri, name=name, port=port, timeout=timeout, report=progress.report
+            )
+        else:
+            result = deploy(
+                config, engine, uri, name=name, port=port, timeout=timeout, report=progress.report
+            )
     return render(result, as_json=json_)
 
 

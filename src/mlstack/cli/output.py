@@ -93,9 +93,9 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def print_logs(lines: Iterable[tuple[str, str]], *, prefix: bool) -> None:
-    """Log lines as they come (`service | line` when several services are shown)."""
-    width = 8
+def print_logs(lines: Iterable[tuple[str, str]], *, prefix: bool, width: int = 8) -> None:
+    """Log lines as they come (`service | line` when several services are shown), the
+    prefixes padded to `width` (a swarm's say the task and node too)."""
     try:
         for service, line in lines:
             sys.stdout.write(f"{service:<{width}}| {line}\n" if prefix else f"{line}\n")

@@ -120,21 +120,23 @@ def logs(
     """Print a service's log (secrets masked)."""
     # deferred: a command's module (and what it imports) loads only when it runs
     from mlstack.commands.logs import logs as read_logs
-    from mlstack.commands.logs import resolve_service
+    from mlstack.project.logtext import resolve_service
 
     config = options.config_of(ctx)
-    if config.swarm_target:
-        raise UsageError(
-            "`mlstack logs` reads containers of one engine; on a swarm a service's tasks run "
-            "on several nodes",
-            f"on the manager run `docker service logs {config.project}_<service>` "
-            "(postgres, storage, mlflow)",
-        )
     if service is not None:
         resolve_service(config, service)  # a typo fails before touching the engine
-    lines = read_logs(config, options.engine(), service, follow=follow, tail=tail)
+    if config.swarm_target:
+        # deferred: as above
+        from mlstack.commands.swarm_logs import logs_swarm
+
+        found = logs_swarm(config, options.engine(), service, follow=follow, tail=tail)
+        lines, prefix = found.lines, found.prefixed
+        width = max(map(len, found.sources), default=8)
+    else:
+        lines = read_logs(config, options.engine(), service, follow=follow, tail=tail)
+        prefix, width = service is None, 8
     try:
-        print_logs(lines, prefix=service is None)
+        print_logs(lines, prefix=prefix, width=width)
     except KeyboardInterrupt:
         if not follow:
             raise

@@ -22,12 +22,12 @@ if TYPE_CHECKING:
     from mlstack.commands.export import ExportResult
     from mlstack.commands.gc import GcResult
     from mlstack.commands.restore import RestoreResult
-    from mlstack.commands.serve import ServeResult, StopResult
     from mlstack.commands.settings import WroteResult
     from mlstack.commands.status import Row, StatusResult
     from mlstack.commands.ui import UiResult
     from mlstack.commands.up import UpResult
     from mlstack.project.reporting import Result
+    from mlstack.project.serving import ServeResult, StopResult
     from mlstack.project.snapshot import BackupResult
 
 _COLOUR = {"healthy": "green", "degraded": "yellow", "not running": "red"}
@@ -204,8 +204,9 @@ def serve_view(result: ServeResult, screen: Screen) -> None:
         model += f" (= {result.served_uri})"
     verb = "replaced" if result.replaced else "serving"
     err.print(
-        f"{verb} {escape(model)} as [bold]{result.name}[/] ({result.container}): ready in "
-        f"{result.ready_seconds:.1f}s, {result.seconds:.1f}s in all"
+        f"{verb} {escape(model)} as [bold]{result.name}[/] ({result.container}"
+        + (f" on node {escape(result.node)}" if result.node else "")
+        + f"): ready in {result.ready_seconds:.1f}s, {result.seconds:.1f}s in all"
     )
     if result.payload is None:
         err.print("the model has no input example: put your input in the body below")

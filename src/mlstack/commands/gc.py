@@ -26,9 +26,10 @@ from mlstack.adapters.postgres import Deleted
 from mlstack.compose.launcher import TRUST_CA_SH
 from mlstack.engine import EngineAPI
 from mlstack.errors import ProvisionError, UsageError
-from mlstack.project.context import Project, not_running, require_data_services
+from mlstack.project.context import Project, not_running
 from mlstack.project.oneshot import run_on_database
 from mlstack.project.reporting import Event, Reporter, Result, quiet
+from mlstack.project.servers import tracking_server
 
 # MLflow's own pattern (mlflow/cli gc), with numbers that float() accepts and at least one part.
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
@@ -209,10 +210,9 @@ def gc(
 ) -> GcResult:
     """Remove (or with `dry_run` only list) what MLflow's gc removes, and count it."""
     started = time.monotonic()
-    mlflow = engine.inspect(project.container("mlflow"))
-    if mlflow is None or not mlflow.running:
+    mlflow = tracking_server(project, engine, "gc")  # a container, or a swarm's service
+    if not mlflow.running:
         raise not_running(project.config, "gc")
-    require_data_services(project, engine, "gc")
     bucket = project.config.storage.bucket
     report(Event("step", message=f"reading deleted runs and the objects of bucket {bucket}"))
     now_ms = int(time.time() * 1000)

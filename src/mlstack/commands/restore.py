@@ -18,13 +18,13 @@ from pathlib import Path
 
 from mlstack.adapters import managed, postgres, s3
 from mlstack.adapters.archive import Extracted, Manifest, read_archive, read_manifest
-from mlstack.engine import ContainerInfo, EngineAPI
+from mlstack.engine import EngineAPI
 from mlstack.errors import ArchiveError, Conflict, ProvisionError
-from mlstack.health import wait_ready
 from mlstack.project import restoring
-from mlstack.project.context import Project, not_running, require_data_services
+from mlstack.project.context import Project, not_running
 from mlstack.project.migration import MigrationFailed, migrate
 from mlstack.project.reporting import Event, Reporter, Result, quiet
+from mlstack.project.servers import TrackingServer, tracking_server
 from mlstack.project.snapshot import object_keys
 from mlstack.state import record_image
 
@@ -125,7 +125,7 @@ class _Run:
     project: Project
     engine: EngineAPI
     report: Reporter
-    mlflow: ContainerInfo
+    mlflow: TrackingServer
     warnings: list[str] = field(default_factory=list)
     migrated: bool = False
 
@@ -159,16 +159,16 @@ class _Run:
 
     def switch(self, journal: restoring.Journal) -> None:
         """Stop MLflow, switch; interrupted before the switch, the stack is as it was."""
-        project, engine, report = self.project, self.engine, self.report
+        project, report = self.project, self.report
         report(Event("step", message="stopping mlflow"))
         try:
-            engine.stop(project.container("mlflow"), 10.0)
+            self.mlflow.stop()
             restoring.switch(project, journal, report)
         except BaseException:
             with suppress(Exception):  # the failure that stopped us is the one to report
                 if not restoring.switched(project, journal):
                     restoring.abandon(project, journal)
-                    engine.start(project.container("mlflow"))
+                    self.mlflow.start()
             raise
         restoring.place_objects(project, journal, report)
         restoring.complete(project)
@@ -202,11 +202,7 @@ def restore(
         raise ArchiveError(
             f"{archive} does not exist or is not a file", "give the path of a backup"
         )
-    mlflow_name = project.container("mlflow")
-    mlflow = engine.inspect(mlflow_name)
-    if mlflow is None:
-        raise not_running(project.config, "restore")
-    require_data_services(project, engine, "restore")
+    mlflow = tracking_server(project, engine, "restore")
     run = _Run(project, engine, report, mlflow)
     pending = restoring.finish(project, report)
     if pending is None and not mlflow.running:
@@ -216,9 +212,8 @@ def restore(
     else:
         manifest = run.replace(archive, force=force)
     report(Event("step", message="starting mlflow"))
-    engine.start(mlflow_name)
-    ready = wait_ready([project.mlflow_probe()], timeout=timeout)
-    report(Event("ready", service="mlflow", seconds=ready.get("mlflow")))
+    mlflow.start()
+    report(Event("ready", service="mlflow", seconds=mlflow.wait_ready(timeout)))
     record_image(project.state, mlflow.image, mlflow.image_id)
     if manifest.bucket != bucket:
         run.warnings.append(

@@ -14,15 +14,10 @@ are usable. A container that does not answer /ping is removed again, with its lo
 
 from __future__ import annotations
 
-import json
-import shlex
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from mlstack import labels
-from mlstack.adapters import requirements
 from mlstack.adapters.mlflow_env import PROXY_ARTIFACTS, tracking_login
 from mlstack.adapters.mlflow_http import TrackingApi
 from mlstack.adapters.registry import (
@@ -34,7 +29,7 @@ from mlstack.adapters.registry import (
 )
 from mlstack.compose.launcher import how_it_started, launch_serving
 from mlstack.config import StackConfig
-from mlstack.engine import ContainerInfo, EngineAPI, HealthcheckSpec, PortSpec, ServiceSpec
+from mlstack.engine import ContainerInfo, EngineAPI, PortSpec, ServiceSpec
 from mlstack.errors import (
     Conflict,
     ImageUnavailable,
@@ -45,7 +40,7 @@ from mlstack.errors import (
 from mlstack.health import HttpProbe, wait_ready
 from mlstack.project.context import Project, require_running
 from mlstack.project.ports import pick_port
-from mlstack.project.reporting import Event, Reporter, Result, quiet
+from mlstack.project.reporting import Event, Reporter, quiet
 from mlstack.project.served import (
     CONTAINER_PORT,
     LOOPBACK_ONLY,
@@ -56,76 +51,15 @@ from mlstack.project.served import (
     served_containers,
     served_name,
 )
-from mlstack.project.watch import exited_check, with_log
-
-
-@dataclass(frozen=True)
-class ServeResult(Result):
-    project: str
-    name: str
-    container: str
-    model_uri: str
-    served_uri: str
-    registered_model: str | None
-    version: str | None
-    run_id: str | None
-    image: str
-    url: str
-    invocations_url: str
-    port: int
-    ready_seconds: float
-    seconds: float
-    curl: str
-    payload: dict[str, Any] | None
-    replaced: bool
-    warnings: list[str] = field(default_factory=list)
-    start: str | None = None  # "one process" (the launcher), "stock: <why>", as up's mlflow_start
-
-    @property
-    def output(self) -> str:
-        return self.url
-
-
-@dataclass(frozen=True)
-class StopResult(Result):
-    project: str
-    name: str
-    container: str
-    model_uri: str
-
-
-def curl_command(url: str, payload: Mapping[str, Any] | None) -> str:
-    """A ready-to-paste request to /invocations (a placeholder body without an input example)."""
-    body = json.dumps(payload, separators=(",", ":")) if payload is not None else "<JSON input>"
-    return (
-        f"curl -s -X POST {url}/invocations -H 'Content-Type: application/json' "
-        f"-d {shlex.quote(body)}"
-    )
-
-
-_PING = f"http://127.0.0.1:{CONTAINER_PORT}/ping"
-HEALTHCHECK = HealthcheckSpec(
-    test=("CMD", "python", "-c", f"import urllib.request as u; u.urlopen({_PING!r}, timeout=4)"),
-    interval=5.0,
-    timeout=5.0,
-    retries=12,  # loading a model takes a while; `serve` itself waits on /ping
+from mlstack.project.serving import (
+    HEALTHCHECK,
+    ServeResult,
+    StopResult,
+    curl_command,
+    image_check,
+    model_labels,
 )
-
-
-def _model_labels(project: Project, name: str, port: int, model: ResolvedModel) -> dict[str, str]:
-    found = {
-        **project.spec.labels,
-        labels.SERVICE: SERVICE,
-        labels.SERVE_NAME: name,
-        labels.SERVE_PORT: str(port),
-        labels.MODEL_URI: model.uri,
-        labels.MODEL_SERVED: model.served_uri,
-    }
-    if model.registered_model:
-        found[labels.MODEL_NAME] = model.registered_model
-    if model.version:
-        found[labels.MODEL_VERSION] = model.version
-    return found
+from mlstack.project.watch import exited_check, with_log
 
 
 def serve_spec(
@@ -154,7 +88,7 @@ def serve_spec(
         # is exposed (only MLflow's port goes beyond it).
         ports=(PortSpec(config.private_bind, port, CONTAINER_PORT),),
         volumes=(),
-        labels=_model_labels(project, name, port, model),
+        labels=model_labels(project, SERVICE, name, port, model),
         restart="unless-stopped",
         # `mlflow models serve` runs as PID 1, which ignores SIGTERM without a handler; SIGINT
         # reaches Python's own handler, and the server stops at once instead of being killed.
@@ -163,33 +97,6 @@ def serve_spec(
         healthcheck=HEALTHCHECK,
         depends_on=(),
     ).with_hash()
-
-
-def _image_check(project: Project, engine: EngineAPI, model: ResolvedModel) -> list[str]:
-    """Warnings where the model's recorded environment differs from the serving image's."""
-    if not model.requirements and not model.mlflow_version:
-        return []
-    image = project.config.mlflow.image
-    info = engine.inspect(project.container("mlflow"))
-    if info is None or info.image != image:
-        return ["could not compare the model's requirements with the image (run `mlstack up`)"]
-    names = sorted({*requirements.requirement_names(model.requirements), "mlflow"})
-    script = requirements.versions_script(names)
-    code, output = engine.exec(project.container("mlflow"), ["python", "-c", script])
-    try:
-        found = json.loads(output.strip().splitlines()[-1]) if code == 0 else None
-    except (ValueError, IndexError):
-        found = None
-    if not isinstance(found, dict):
-        return [f"could not list the packages of {image}"]
-    return requirements.environment_warnings(
-        model.requirements,
-        model.mlflow_version,
-        model.python_version,
-        found.get("packages") or {},
-        found.get("python"),
-        image,
-    )
 
 
 def _replaceable(config: StackConfig, engine: EngineAPI, container: str) -> ContainerInfo | None:
@@ -224,7 +131,7 @@ def _resolve(
     report(
         Event("step", message=f"model {pinned or ref.uri}" + (f" ({ref.uri})" if pinned else ""))
     )
-    warnings = _image_check(project, engine, model)
+    warnings = image_check(project, engine, model, project.container("mlflow"))
     for warning in warnings:
         report(Event("warning", message=warning))
     return model, warnings

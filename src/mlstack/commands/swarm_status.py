@@ -16,6 +16,7 @@ from mlstack.project.backends import Backends, HostBackends
 from mlstack.project.context import SERVICES, Project
 from mlstack.project.reporting import Result
 from mlstack.project.swarm_ops import Endpoint, endpoint_probe, endpoints, require_manager
+from mlstack.project.swarm_serving import ProbeFactory, is_served, ping_probe, served_endpoints
 
 EXIT_CODES = {"healthy": ExitCode.OK, "degraded": ExitCode.DEGRADED}
 
@@ -37,7 +38,7 @@ class EndpointRow:
 
 @dataclass(frozen=True)
 class SwarmRow:
-    service: str  # postgres | storage | mlflow
+    service: str  # postgres | storage | mlflow | serve-NAME (a served model)
     name: str  # the swarm service
     running: int  # tasks of its present spec running
     desired: int
@@ -76,8 +77,10 @@ def status_swarm(
     *,
     backends: Backends | None = None,
     probe_endpoint: Callable[[Endpoint], Probe] | None = None,
+    probe_model: ProbeFactory = ping_probe,
 ) -> SwarmStatusResult:
-    """The stack's services on the swarm, their tasks and a probe of each endpoint."""
+    """The stack's services on the swarm, their tasks and a probe of each endpoint; served
+    models after them, each with its /ping where it is published."""
     state = require_manager(config, engine, engine)
     found = {s.service: s for s in engine.services(labels.of_project(config.project))}
     project = Project.open(config, engine=engine, save=False)
@@ -97,8 +100,16 @@ def status_swarm(
             probes += [make(e) for e in places]
         else:
             probes.append(from_host[name])
+    served = [s for s in found.values() if is_served(s)]
+    model_places = {s.service: served_endpoints(project, state, s) for s in served}
+    probes += [
+        probe_model(f"{service}@{e.node}", e.url)
+        for service, places_of in model_places.items()
+        for e in places_of
+    ]
     results = {r.service: r for r in run_probes(probes)}
     rows = [_row(n, found[n], results, places) for n in SERVICES if n in found]
+    rows += [_row(s.service, s, results, model_places[s.service]) for s in served]
     overall = "healthy" if rows and all(r.healthy for r in rows) else "degraded"
     if "mlflow" not in found:
         overall = "not running"
@@ -113,13 +124,11 @@ def _row(
         for t in info.tasks
         if t.desired_state == "running" or t.error
     ]
-    endpoint_rows = []
-    if name == "mlflow":
-        endpoint_rows = [
-            EndpointRow(e.node, e.url, results[f"mlflow@{e.node}"])
-            for e in places
-            if f"mlflow@{e.node}" in results
-        ]
+    endpoint_rows = [
+        EndpointRow(e.node, e.url, results[f"{name}@{e.node}"])
+        for e in places
+        if f"{name}@{e.node}" in results
+    ]
     return SwarmRow(
         name,
         info.name,

@@ -2,7 +2,8 @@
 
 Order: the checks (a manager, the data node; nothing is made before they passed), the data
 node's label, the overlay network, secrets and configs, PostgreSQL and S3 (pinned to the data
-node), their probes through the relay on the manager, database and bucket, then MLflow
+node), their probes through the relay on the manager, database and bucket, the end of an
+interrupted restore, a backup and the migration job for a new MLflow image, then MLflow
 (replicated, start-first health-gated updates that roll back) and its probe on each published
 endpoint. Secrets and configs no service uses any more are removed last.
 """
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mlstack import labels
+from mlstack.adapters.archive import default_name
 from mlstack.engine import SwarmEngineAPI
-from mlstack.errors import EngineConflict, ImageUnavailable
+from mlstack.errors import EngineConflict, ImageUnavailable, MlstackError
 from mlstack.health import Probe, wait_ready
+from mlstack.project import restoring
 from mlstack.project.backends import Backends, HostBackends
 from mlstack.project.context import Project
 from mlstack.project.reporting import Event, Reporter, Result, quiet
+from mlstack.project.snapshot import take_backup
 from mlstack.project.swarm_ops import (
     Endpoint,
     data_node,
@@ -37,6 +41,8 @@ from mlstack.project.swarm_plan import (
     object_labels,
     plan,
 )
+from mlstack.project.watch import log_gist
+from mlstack.state import ImageRecord, read_image_record, record_image
 
 REGISTRY_HINT = (
     "every node pulls {image} itself: check that its registry answers from the manager and "
@@ -104,12 +110,10 @@ def up_swarm(
     probes = backends.probes()
     _wait(engine, project, wanted, data, deadline, report, ready)
     ready.update(_until(deadline, [probes[n] for n in data], report))
-    database_created = "postgres" in data and backends.ensure_databases()
-    bucket_created = "storage" in data and backends.ensure_bucket()
-    migrated = _migrate_if_needed(engine, project, wanted, deadline, report)
-    actions["mlflow"] = engine.deploy_service(wanted.services["mlflow"])
-    report(Event("step", message=f"starting mlflow ({config.mlflow.replicas} replicas)"))
-    _wait(engine, project, wanted, ["mlflow"], deadline, report, ready)
+    database_created, bucket_created = _provision(project, backends, data, report)
+    revision = backends.schema_revision()  # None: no MLflow tables yet
+    migrated = _migrate_if_needed(engine, project, wanted, deadline, report, revision)
+    actions["mlflow"] = _start_mlflow(engine, project, wanted, deadline, report, ready, revision)
     info = service_info(engine, project.name, wanted.services["mlflow"].name)
     found = endpoints(project, engine.swarm_state(), info) if info else []
     make = probe_endpoint or endpoint_probe(project)
@@ -134,6 +138,17 @@ def up_swarm(
         removed=removed,
         migrated=migrated,
     )
+
+
+def _provision(
+    project: Project, backends: Backends, data: list[str], report: Reporter
+) -> tuple[bool, bool]:
+    """The database and the bucket; then a restore interrupted with MLflow scaled to 0 is
+    taken to its end before MLflow runs again."""
+    database_created = "postgres" in data and backends.ensure_databases()
+    bucket_created = "storage" in data and backends.ensure_bucket()
+    restoring.finish(project, report)
+    return bool(database_created), bool(bucket_created)
 
 
 def _check_images(engine: SwarmEngineAPI, wanted: SwarmPlan, report: Reporter) -> None:
@@ -167,24 +182,83 @@ def _prepare(engine: SwarmEngineAPI, project: Project, wanted: SwarmPlan, node: 
 
 
 def _migrate_if_needed(
-    engine: SwarmEngineAPI, project: Project, wanted: SwarmPlan, deadline: float, report: Reporter
+    engine: SwarmEngineAPI,
+    project: Project,
+    wanted: SwarmPlan,
+    deadline: float,
+    report: Reporter,
+    revision: str | None,
 ) -> str | None:
-    """A new MLflow image on a running stack: its `mlflow db upgrade` as a replicated job,
-    before a rolling update lets tasks of the new image share the schema with the old ones.
-    (A new stack's first server migrates the fresh schema itself.)"""
+    """A new MLflow image on a running stack: a backup (as on one engine, in the backups dir),
+    then its `mlflow db upgrade` as a replicated job, before a rolling update lets tasks of the
+    new image share the schema with the old ones. (A new stack's first server migrates the
+    fresh schema itself.)"""
     mlflow = wanted.services["mlflow"]
     current = service_info(engine, project.name, mlflow.name)
-    old = current.image if current else ""
-    if not old or old == mlflow.image:
+    record = read_image_record(project.state)  # after `down`, the image that ran last
+    old = current.image if current else (record.image if record else "")
+    if not old or old == mlflow.image or revision is None:
         return None
+    report(Event("step", message=f"MLflow image changed ({old} -> {mlflow.image}): backing up"))
+    backup = take_backup(
+        project,
+        engine,
+        project.state.backups_dir() / default_name(project.name),
+        image=ImageRecord(old, engine.image_id(old) or ""),
+        force=False,
+        report=report,
+    ).path
     job = migration_job(project, mlflow)
     report(Event("step", message=f"migrating the schema to {mlflow.image} (a swarm job)"))
     engine.deploy_service(job)
     try:
         _until(deadline, [job_done(engine, project.name, job.name)], report)
+    except MlstackError as e:
+        log = _log_gist(engine, project, job.name)  # before the job is removed with its log
+        e.message += (f" ({log})" if log else "") + f"; the database's backup is {backup}"
+        raise
     finally:
         engine.remove_service(job.name)
     return old
+
+
+def _start_mlflow(
+    engine: SwarmEngineAPI,
+    project: Project,
+    wanted: SwarmPlan,
+    deadline: float,
+    report: Reporter,
+    ready: dict[str, float],
+    revision: str | None,
+) -> str:
+    """MLflow's replicas. On a database without MLflow's tables one replica starts first and
+    creates them (and the auth tables) alone: replicas starting together race to create them,
+    and the losers fail on a duplicate key and are replaced. The image is recorded once its
+    tasks run, so an `up` after `down` knows which image to migrate from."""
+    mlflow = wanted.services["mlflow"]
+    action = ""
+    new = service_info(engine, project.name, mlflow.name) is None
+    if new and revision is None and mlflow.replicas > 1:
+        report(Event("step", message="starting one mlflow replica: it creates MLflow's tables"))
+        action = engine.deploy_service(replace(mlflow, replicas=1))
+        first = tasks_running(engine, "mlflow", mlflow.name, labels.of_project(project.name), 1)
+        _until(deadline, [first], report)
+    full = engine.deploy_service(mlflow)  # "scaled" after the first replica: say "created"
+    action = action or full
+    report(Event("step", message=f"starting mlflow ({mlflow.replicas} replicas)"))
+    _wait(engine, project, wanted, ["mlflow"], deadline, report, ready)
+    record_image(project.state, mlflow.image, engine.image_id(mlflow.image) or "")
+    return action
+
+
+def _log_gist(engine: SwarmEngineAPI, project: Project, service: str) -> str:
+    """A service's last log lines on one line, secrets masked; "" when it cannot be read."""
+    try:
+        lines = engine.service_log_lines(service, tail=20)
+        text = "\n".join(line.text.decode(errors="replace") for line in lines)
+    except MlstackError:
+        return ""
+    return " / ".join(log_gist(project.scrub(text), 3).splitlines())
 
 
 def _until(deadline: float, probes: Sequence[Probe], report: Reporter) -> dict[str, float]:

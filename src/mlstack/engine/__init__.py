@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mlstack.config.endpoint import Endpoint
 from mlstack.engine.models import (
@@ -31,6 +31,7 @@ from mlstack.engine.swarm_models import (
     SwarmServiceSpec,
     SwarmState,
     TaskInfo,
+    TaskLogLine,
     UpdatePolicy,
 )
 from mlstack.errors import EngineConflict, EngineError, EngineUnavailable, ImageUnavailable
@@ -57,6 +58,7 @@ __all__ = [
     "SwarmServiceSpec",
     "SwarmState",
     "TaskInfo",
+    "TaskLogLine",
     "UpdatePolicy",
     "connect",
 ]
@@ -191,6 +193,7 @@ class EngineAPI(Protocol):
         ...
 
 
+@runtime_checkable
 class SwarmAPI(Protocol):
     """The Docker Swarm the connected engine belongs to, as a manager drives it. Objects are
     found by label; each call raises mlstack errors only, like EngineAPI's."""
@@ -243,9 +246,21 @@ class SwarmAPI(Protocol):
 
     def remove_service(self, name: str) -> None: ...
 
+    def scale_service(self, name: str, replicas: int) -> None:
+        """Run `replicas` tasks of a replicated service, its spec otherwise unchanged."""
+        ...
+
     def tasks(self, labels: Mapping[str, str]) -> list[TaskInfo]:
         """Every task whose containers carry every one of `labels`, those of removed services
         included until their containers are gone on their nodes."""
+        ...
+
+    def service_log_lines(
+        self, name: str, *, tail: int | str = "all", follow: bool = False
+    ) -> Iterator[TaskLogLine]:
+        """The log of every task of a service, whatever its node (a stream when following),
+        each line with the task and node that printed it; `tail` counts per task. Nothing
+        when the service is gone."""
         ...
 
 

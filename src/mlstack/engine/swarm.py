@@ -22,7 +22,9 @@ from mlstack.engine.swarm_models import (
     SwarmServiceSpec,
     SwarmState,
     TaskInfo,
+    TaskLogLine,
     UpdatePolicy,
+    detailed_lines,
 )
 from mlstack.errors import (
     EngineConflict,
@@ -311,9 +313,29 @@ class SwarmCalls:
 
         return [TaskInfo.from_inspect(t, {}) for t in found if carries(t)]
 
+    def service_log_lines(
+        self, name: str, *, tail: int | str = "all", follow: bool = False
+    ) -> Iterator[TaskLogLine]:
+        """Asked with details, as `docker service logs` asks: each line names its task and node."""
+        with self._gone_ok(f"reading the log of service {name}"):
+            asked = {"follow": follow, "tail": tail, "timestamps": False}
+            chunks = self._api.service_logs(name, details=True, stdout=True, stderr=True, **asked)
+            yield from detailed_lines(chunks)
+
     def remove_service(self, name: str) -> None:
         with self._gone_ok(f"removing service {name}"):
             self._api.remove_service(name)
+
+    def scale_service(self, name: str, replicas: int) -> None:
+        # `docker service scale`: the rest of the spec as it is, so no task is replaced
+        with self._translated(f"scaling service {name}"):
+            current = self._api.inspect_service(name)
+            self._api.update_service(
+                current["ID"],
+                current["Version"]["Index"],
+                mode={"Replicated": {"Replicas": replicas}},
+                fetch_current_spec=True,
+            )
 
 
 def _same_scale(current: Mapping[str, Any], spec: SwarmServiceSpec) -> bool:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+from urllib.parse import unquote
 
 from mlstack import labels
 from mlstack.engine.models import HealthcheckSpec
@@ -203,3 +204,39 @@ def content_name(base: str, data: bytes) -> str:
     (swarm secrets and configs cannot be changed in place). At most 64 characters, the
     swarm's limit: a long base is cut (the hash keeps names apart)."""
     return f"{base[:51]}-{hashlib.sha256(data).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class TaskLogLine:
+    """One line of a service's log: the task and node that printed it, and what it printed."""
+
+    task_id: str  # "" when the engine named none
+    node_id: str
+    text: bytes  # without its newline
+
+    @classmethod
+    def from_detailed(cls, raw: bytes) -> TaskLogLine:
+        """A line as the engine gives it when asked for details: `k=v,k=v TEXT`, the keys
+        naming the node, service and task (values URL-escaped), which is how `docker service
+        logs` learns where a line came from."""
+        details, _, text = raw.partition(b" ")
+        fields = {}
+        for item in details.decode(errors="replace").split(","):
+            key, sep, value = item.partition("=")
+            if sep:
+                fields[unquote(key)] = unquote(value)
+        if "com.docker.swarm.task.id" not in fields:
+            return cls("", "", raw)
+        node_id = fields.get("com.docker.swarm.node.id", "")
+        return cls(fields["com.docker.swarm.task.id"], node_id, text)
+
+
+def detailed_lines(chunks: Iterable[bytes]) -> Iterator[TaskLogLine]:
+    """A service's log as lines with their details. The engine sends a frame per line; they
+    are joined at newlines all the same."""
+    pending = b""
+    for chunk in chunks:
+        *complete, pending = (pending + chunk).split(b"\n")
+        yield from (TaskLogLine.from_detailed(raw) for raw in complete)
+    if pending:
+        yield TaskLogLine.from_detailed(pending)

@@ -1,8 +1,10 @@
 """Where `pg_dump` and `pg_restore` run for a backup or a restore.
 
 The stack's own PostgreSQL: inside its container, over its loopback. A managed one
-(postgres.external): inside a short-lived container of `postgres.image` on the stack's network,
-which reaches the server as MLflow does, removed afterwards whatever happens. Not psycopg2 on
+(postgres.external), or a swarm's (its task may run on another node than the one mlstack talks
+to): inside a short-lived container of `postgres.image` on the stack's network (a swarm's
+overlay is attachable), which reaches the server as MLflow does, removed afterwards whatever
+happens. Not psycopg2 on
 the host: the archive holds `pg_dump -Fc` dumps (one format for every stack, so a laptop's backup
 restores into a team server's managed database and back), which only PostgreSQL's own tools
 write and read completely (schema, sequences, constraints, large objects) as one consistent
@@ -20,6 +22,7 @@ from mlstack.engine import EngineAPI, ServiceSpec
 from mlstack.project.context import Project
 from mlstack.project.reporting import Event, Reporter, quiet
 
+POSTGRES_PORT = 5432
 ROLE = "pgtools"  # its service label, and its container's name after the project's
 
 
@@ -49,7 +52,7 @@ def tools_spec(project: Project) -> ServiceSpec:
 def pg_tools(project: Project, engine: EngineAPI, report: Reporter = quiet) -> Iterator[Tools]:
     """The place to run pg_dump / pg_restore against the project's database server."""
     external = project.config.postgres.external
-    if external is None:
+    if external is None and not project.config.swarm_target:
         yield Tools(project.container("postgres"))
         return
     spec = tools_spec(project)
@@ -60,6 +63,9 @@ def pg_tools(project: Project, engine: EngineAPI, report: Reporter = quiet) -> I
     try:
         engine.create(spec, project.spec.network, [spec.container_name])
         engine.start(spec.container_name)
-        yield Tools(spec.container_name, external.host, external.port)
+        if external is not None:
+            yield Tools(spec.container_name, external.host, external.port)
+        else:  # a swarm's, on another node maybe: by its name in the overlay network
+            yield Tools(spec.container_name, "postgres", POSTGRES_PORT)
     finally:
         engine.remove(spec.container_name)

@@ -81,10 +81,19 @@ class Endpoint:
 
 
 def endpoints(project: Project, state: SwarmState, info: SwarmServiceInfo) -> list[Endpoint]:
-    """Host mode: each node running a task; ingress: the manager (the mesh balances)."""
+    """MLflow's: host mode, each node running a task; ingress: the manager (the mesh
+    balances)."""
     config = project.config
     scheme = "https" if config.tls.enabled else "http"
-    port = config.mlflow.port
+    return published_endpoints(project, state, info, config.mlflow.port, scheme)
+
+
+def published_endpoints(
+    project: Project, state: SwarmState, info: SwarmServiceInfo, port: int, scheme: str = "http"
+) -> list[Endpoint]:
+    """Where a service's published `port` answers: in host mode on each node running one of
+    its tasks, in ingress mode on `host` (any node; the mesh balances)."""
+    config = project.config
     if config.swarm.publish_mode != "host":
         return [Endpoint("mesh", f"{scheme}://{config.client_host}:{port}")]
     found: dict[str, Endpoint] = {}
@@ -126,8 +135,8 @@ def job_done(swarm: SwarmAPI, project: str, name: str) -> Probe:
             raise ProvisionError(
                 f"{name}: `mlflow db upgrade` failed on {failed[-1].node or 'no node'}: "
                 f"{failed[-1].error or failed[-1].state}",
-                f"read its log: docker service logs {name} (on the manager); MLflow still runs "
-                "its previous image",
+                "MLflow still runs its previous image: set mlflow.image back, or fix what the "
+                "log says and run `mlstack up` again",
             )
         states = ", ".join(sorted({t.state for t in tasks})) or "no task yet"
         raise NotReady(f"{name}: {states}", service=name)
