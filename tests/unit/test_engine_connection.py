@@ -18,8 +18,9 @@ import requests
 from cryptography.hazmat.primitives import serialization
 
 from mlstack.config.endpoint import Endpoint, TlsFiles
+from mlstack.engine import docker as docker_engine
 from mlstack.engine.connection import captured_stderr, unreachable
-from mlstack.engine.docker import DockerEngine
+from mlstack.engine.docker import SSH_BACKOFF, SSH_RETRIES, DockerEngine
 from mlstack.engine.relay import one_call_at_a_time
 from mlstack.errors import EngineUnavailable, ExitCode
 from tests.pki import client_dir, leaf, make_ca
@@ -332,12 +333,16 @@ def socket_pair() -> tuple[socket.socket, socket.socket]:
 @pytest.mark.parametrize(
     ("url", "drops", "tries", "ok"),
     [
-        ("ssh://root@192.0.2.10", 2, 3, True),  # dropped twice, the third login holds
-        ("ssh://root@192.0.2.10", 3, 3, False),  # dropped every time: the error, once
+        ("ssh://root@192.0.2.10", SSH_RETRIES, SSH_RETRIES + 1, True),  # the last login holds
+        ("ssh://root@192.0.2.10", SSH_RETRIES + 1, SSH_RETRIES + 1, False),  # the error, once
         ("tcp://192.0.2.10:2376", 1, 1, False),  # not ssh: no retry
     ],
 )
-def test_a_dropped_ssh_login_is_tried_again(url: str, drops: int, tries: int, ok: bool) -> None:
+def test_a_dropped_ssh_login_is_tried_again(
+    url: str, drops: int, tries: int, ok: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waited: list[float] = []
+    monkeypatch.setattr(docker_engine.time, "sleep", waited.append)
     api = _DroppingApi(drops)
     client = type("Client", (), {"api": api})()
     engine = DockerEngine(client, Endpoint(url, source="DOCKER_HOST"))  # type: ignore[arg-type]
@@ -347,3 +352,4 @@ def test_a_dropped_ssh_login_is_tried_again(url: str, drops: int, tries: int, ok
         with pytest.raises(EngineUnavailable):
             engine.exec_stream("c", ["true"])
     assert api.created == tries
+    assert waited == list(SSH_BACKOFF[: tries - 1])  # longer waits as a busy server catches up

@@ -42,7 +42,8 @@ from mlstack.errors import (
 _HINT = "see `mlstack status`; rerun with --debug for Docker's own error"
 LOCAL = Endpoint(DEFAULT_HOST)
 SSH_LOGINS = 4  # ssh logins started at once (sshd's MaxStartups drops some beyond 10)
-SSH_RETRIES = 2  # a dropped ssh login (broken pipe before the exec started) is tried again
+SSH_RETRIES = 5  # a dropped ssh login (broken pipe before the exec started) is tried again
+SSH_BACKOFF = (0.5, 1.0, 2.0, 4.0, 4.0)  # seconds before each retry: a busy server catches up
 
 
 @contextmanager
@@ -239,7 +240,7 @@ class DockerEngine(ContainerCalls, SwarmCalls):
             except EngineUnavailable:
                 if attempt == SSH_RETRIES or not self._endpoint.ssh:
                     raise
-                time.sleep(0.5 * (attempt + 1))
+                time.sleep(SSH_BACKOFF[attempt])
         return one_call_at_a_time(cast(Stream, getattr(sock, "_sock", sock)))  # not SocketIO
 
     def forward(self, name_or_id: str, host: str, port: int) -> tuple[str, int]:
