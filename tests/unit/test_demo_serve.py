@@ -27,6 +27,7 @@ from mlstack.health import ProbeResult
 from mlstack.project import served
 from mlstack.project.context import Project
 from mlstack.project.logtext import resolve_service
+from mlstack.project.serving import curl_command
 from mlstack.project.watch import log_gist
 from tests.fakes import FakeEngine, exits
 
@@ -181,11 +182,11 @@ def test_payload_is_trimmed_and_curl_is_pasteable() -> None:
     assert trimmed["dataframe_split"]["index"] == [0, 1, 2]
     assert payload["dataframe_split"]["index"] == list(range(10))  # not modified
     assert registry.trim_payload({"inputs": [[1], [2], [3], [4]]}) == {"inputs": [[1], [2], [3]]}
-    command = serve.curl_command("http://127.0.0.1:5060", trimmed)
+    command = curl_command("http://127.0.0.1:5060", trimmed)
     words = shlex.split(command)
     assert words[:5] == ["curl", "-s", "-X", "POST", "http://127.0.0.1:5060/invocations"]
     assert json.loads(words[words.index("-d") + 1]) == trimmed
-    assert "<JSON input>" in serve.curl_command("http://h:1", None)
+    assert "<JSON input>" in curl_command("http://h:1", None)
 
 
 def test_log_excerpt_keeps_the_errors_not_the_frames() -> None:

@@ -55,7 +55,6 @@ from mlstack.project.serving import (
     HEALTHCHECK,
     ServeResult,
     StopResult,
-    curl_command,
     image_check,
     model_labels,
 )
@@ -246,23 +245,13 @@ def _result(
     start = how_it_started(engine.log_tail(target.container, 100))
     if start and start.startswith("stock"):
         warnings.append(f"the model server started the stock way ({start[len('stock: ') :]})")
-    return ServeResult(
-        project=project.name,
-        name=name,
-        container=target.container,
-        model_uri=ref.uri,
-        served_uri=model.served_uri,
-        registered_model=model.registered_model,
-        version=model.version,
-        run_id=model.run_id,
-        image=project.config.mlflow.image,
-        url=url,
-        invocations_url=f"{url}/invocations",
-        port=target.port,
-        ready_seconds=ready,
-        seconds=seconds,
-        curl=curl_command(url, model.payload),
-        payload=model.payload,
+    return ServeResult.of(
+        project,
+        ref.uri,
+        model,
+        (name, target.container, target.port),
+        url,
+        (ready, seconds),
         replaced=target.current is not None,
         warnings=warnings,
         start=start,

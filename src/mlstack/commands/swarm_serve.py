@@ -40,7 +40,7 @@ from mlstack.project.context import Project, not_running, open_existing
 from mlstack.project.ports import DEFAULT_PORT, PORT_SEARCH
 from mlstack.project.reporting import Event, Reporter, quiet
 from mlstack.project.served import check_name
-from mlstack.project.serving import ServeResult, StopResult, curl_command, image_check
+from mlstack.project.serving import ServeResult, StopResult, image_check
 from mlstack.project.swarm_ops import require_manager, service_info, tasks_running
 from mlstack.project.swarm_serving import (
     NO_LOGIN,
@@ -216,23 +216,13 @@ def serve_swarm(
     verb = "replacing" if target.current is not None else "starting"
     report(Event("step", message=f"{verb} {target.service} on port {target.port}"))
     ready, node, url = _deploy(engine, target, name, plan, timeout, report, ping, warnings)
-    return ServeResult(
-        project=config.project,
-        name=name,
-        container=target.service,
-        model_uri=ref.uri,
-        served_uri=model.served_uri,
-        registered_model=model.registered_model,
-        version=model.version,
-        run_id=model.run_id,
-        image=config.mlflow.image,
-        url=url,
-        invocations_url=f"{url}/invocations",
-        port=target.port,
-        ready_seconds=ready,
-        seconds=time.monotonic() - started,
-        curl=curl_command(url, model.payload),
-        payload=model.payload,
+    return ServeResult.of(
+        target.project,
+        ref.uri,
+        model,
+        (name, target.service, target.port),
+        url,
+        (ready, time.monotonic() - started),
         replaced=target.current is not None,
         warnings=warnings,
         node=node,

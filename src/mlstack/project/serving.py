@@ -49,6 +49,47 @@ class ServeResult(Result):
     def output(self) -> str:
         return self.url
 
+    @classmethod
+    def of(
+        cls,
+        project: Project,
+        model_uri: str,
+        model: ResolvedModel,
+        served: tuple[str, str, int],  # (name, container or service, port)
+        url: str,
+        timings: tuple[float, float],  # (ready, in all)
+        *,
+        replaced: bool,
+        warnings: list[str],
+        start: str | None = None,
+        node: str | None = None,
+    ) -> ServeResult:
+        """The result of either target's `serve`: what it derives from the model and the URL
+        (invocations URL, curl) is derived here once."""
+        name, container, port = served
+        return cls(
+            project=project.name,
+            name=name,
+            container=container,
+            model_uri=model_uri,
+            served_uri=model.served_uri,
+            registered_model=model.registered_model,
+            version=model.version,
+            run_id=model.run_id,
+            image=project.config.mlflow.image,
+            url=url,
+            invocations_url=f"{url}/invocations",
+            port=port,
+            ready_seconds=timings[0],
+            seconds=timings[1],
+            curl=curl_command(url, model.payload),
+            payload=model.payload,
+            replaced=replaced,
+            warnings=warnings,
+            start=start,
+            node=node,
+        )
+
 
 @dataclass(frozen=True)
 class StopResult(Result):
