@@ -57,7 +57,9 @@ class Api:
         self.calls.append(("update", {"service": service, "version": version, **kwargs}))
 
 
-def engine_on(api: Api) -> DockerEngine:
+def engine_on(api: object) -> DockerEngine:
+    """A DockerEngine over a scripted low-level API (the SDK's APIClient's calls)."""
+
     class Client:
         pass
 

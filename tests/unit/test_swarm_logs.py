@@ -16,10 +16,10 @@ from mlstack.cli import options, run
 from mlstack.commands.swarm_up import up_swarm
 from mlstack.config import StackConfig
 from mlstack.engine import SwarmServiceSpec, TaskInfo, TaskLogLine
-from mlstack.engine.docker import DockerEngine
 from mlstack.errors import EngineUnavailable, ExitCode
 from mlstack.project.context import Project
 from tests.fakes import FakeBackends, FakeSwarmEngine
+from tests.unit.test_swarm_engine import engine_on
 
 PG = "postgres.external.uri=postgresql://bob@db.example.com:6432/team"
 
@@ -279,15 +279,6 @@ class Api:
         if self.frames is None:
             raise docker.errors.NotFound("service p_mlflow not found")
         return iter(self.frames)
-
-
-def engine_on(api: Api) -> DockerEngine:
-    class Client:
-        pass
-
-    client = Client()
-    client.api = api  # type: ignore[attr-defined]
-    return DockerEngine(client)  # type: ignore[arg-type]
 
 
 def test_the_engine_reads_task_and_node_from_each_lines_details() -> None:

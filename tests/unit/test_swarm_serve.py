@@ -16,7 +16,7 @@ from mlstack.adapters import registry
 from mlstack.adapters.mlflow_http import ApiError
 from mlstack.commands import swarm_serve
 from mlstack.commands.swarm_down import down_swarm
-from mlstack.commands.swarm_status import status_swarm
+from mlstack.commands.swarm_status import SwarmStatusResult, status_swarm
 from mlstack.errors import ConfigError, Conflict, ExitCode, NotReady, NotRunning, ServiceUnhealthy
 from mlstack.health import ProbeResult
 from mlstack.project.context import Project
@@ -135,28 +135,24 @@ def test_serve_returns_the_url_of_the_node_its_task_runs_on_and_status_and_down_
     backends = FakeBackends(engine, "p")
     for probe in backends.scripted.values():
         probe.container = None
-    status = status_swarm(
-        swarm_config(),
-        engine,
-        backends=backends,
-        probe_endpoint=Endpoints().probe,
-        probe_model=pings.probe,
-    )
-    assert status.overall == "healthy"
-    (row,) = [s for s in status.services if s.service == "serve-wine"]
+
+    def status() -> SwarmStatusResult:
+        return status_swarm(
+            swarm_config(),
+            engine,
+            backends=backends,
+            probe_endpoint=Endpoints().probe,
+            probe_model=pings.probe,
+        )
+
+    assert status().overall == "healthy"
+    (row,) = [s for s in status().services if s.service == "serve-wine"]
     assert (row.name, row.running, row.desired) == ("p_serve-wine", 1, 1)
     assert [(e.node, e.url, e.probe.ok) for e in row.endpoints] == [
         ("node-1", "http://10.0.0.1:5060", True)
     ]
     pings.down.add("http://10.0.0.1:5060")
-    status = status_swarm(
-        swarm_config(),
-        engine,
-        backends=backends,
-        probe_endpoint=Endpoints().probe,
-        probe_model=pings.probe,
-    )
-    assert status.overall == "degraded"
+    assert status().overall == "degraded"
 
     down = down_swarm(swarm_config(), engine)
     assert "p_serve-wine" in down.services
