@@ -451,3 +451,39 @@ def test_the_relay_carries_every_connection(
             api.remove_container(name, force=True, v=True)
         api.remove_network(net)
         through.close()
+
+
+def test_execs_over_ssh_end_without_error(
+    user: User, engine: Engine, remote: RemoteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exec read to its end over ssh is a success, however soon ssh exits after it: the SDK's
+    own transport turned that into "not reachable over ssh: BrokenPipeError" (53 of 90 execs, 9
+    callers at once; the cause of `up` failing at "database and bucket" in CI)."""
+    image = offline_images("seaweedfs")["postgres"]["image"]
+    remote.load_images(engine, [image])
+    monkeypatch.setenv("PATH", f"{remote.ssh_path}{os.pathsep}{os.environ['PATH']}")
+    through = Engine.connect(60, Endpoint(remote.ssh_url, "DOCKER_HOST"))
+    api, name = through._api, f"{user.project}-exec"
+    try:
+        api.create_container(image, name=name, entrypoint=["sleep", "infinity"])
+        api.start(name)
+        results: list[tuple[int, str]] = []
+        failures: list[str] = []
+
+        def execs() -> None:
+            for i in range(10):
+                try:
+                    results.append(through.exec(name, ["echo", str(i)]))
+                except Exception as e:
+                    failures.append(str(e))
+
+        threads = [threading.Thread(target=execs) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert failures == []
+        assert sorted(results) == sorted((0, f"{i}\n") for i in range(10) for _ in range(6))
+    finally:
+        api.remove_container(name, force=True, v=True)
+        through.close()

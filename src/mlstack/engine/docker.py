@@ -1,4 +1,5 @@
-"""The Docker engine through the Docker SDK for Python: the only module that imports docker.
+"""The Docker engine through the Docker SDK for Python: with its ssh transport
+(engine/ssh_transport.py), the only module that imports docker.
 
 Every SDK call goes through `_translated`, the one place Docker's and requests' exceptions become
 mlstack errors; the original stays attached as the cause (`--debug` prints it).
@@ -18,6 +19,7 @@ import docker.errors
 import docker.tls
 import requests
 import urllib3.exceptions
+from docker.transport import SSHHTTPAdapter
 from docker.utils import parse_repository_tag
 
 from mlstack.config.endpoint import DEFAULT_HOST, Endpoint, TlsFiles, resolve_endpoint
@@ -30,6 +32,7 @@ from mlstack.engine.models import (
     pull_hint,
 )
 from mlstack.engine.relay import Forwarder, Stream, one_call_at_a_time, relay_command
+from mlstack.engine.ssh_transport import SshAdapter
 from mlstack.engine.swarm import SwarmCalls
 from mlstack.errors import (
     EngineConflict,
@@ -88,7 +91,15 @@ def _tls(files: TlsFiles | None, verify: bool) -> docker.tls.TLSConfig | None:
 class _ApiClient(docker.APIClient):
     """The SDK's API client deaf to requests' environment: REQUESTS_CA_BUNDLE (CURL_CA_BUNDLE)
     would replace the engine's CA on every call, HTTPS_PROXY would carry the engine's API; the
-    docker CLI uses neither for an engine."""
+    docker CLI uses neither for an engine. Over ssh, its transport closes safely (see
+    engine/ssh_transport.py)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        adapter: Any = getattr(self, "_custom_adapter", None)
+        if kwargs.get("use_ssh_client") and isinstance(adapter, SSHHTTPAdapter):
+            self._custom_adapter = SshAdapter("ssh://" + adapter.ssh_host, self.timeout)
+            self.mount("http+docker://ssh", self._custom_adapter)
 
     @property
     def trust_env(self) -> bool:
