@@ -96,3 +96,22 @@ def test_the_sdks_own_socket_fails_where_ours_does_not() -> None:
     ours.close()  # no error
     assert ours.proc is not None
     assert ours.proc.returncode == 0
+
+
+def test_without_paramiko_only_ssh_is_refused_and_in_one_line() -> None:
+    """The ssh transport loads with an ssh endpoint only: mlstack runs without paramiko."""
+    script = (
+        "import sys; sys.modules['paramiko'] = None\n"
+        "from mlstack.config.endpoint import Endpoint\n"
+        "from mlstack.engine.docker import DockerEngine\n"
+        "from mlstack.errors import EngineUnavailable\n"
+        "try:\n"
+        "    DockerEngine.connect(5, Endpoint('ssh://root@server.invalid'))\n"
+        "except EngineUnavailable as e:\n"
+        "    print(e.message)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "needs the Python package paramiko for ssh" in done.stdout

@@ -19,7 +19,6 @@ import docker.errors
 import docker.tls
 import requests
 import urllib3.exceptions
-from docker.transport import SSHHTTPAdapter
 from docker.utils import parse_repository_tag
 
 from mlstack.config.endpoint import DEFAULT_HOST, Endpoint, TlsFiles, resolve_endpoint
@@ -32,7 +31,6 @@ from mlstack.engine.models import (
     pull_hint,
 )
 from mlstack.engine.relay import Forwarder, Stream, one_call_at_a_time, relay_command
-from mlstack.engine.ssh_transport import SshAdapter
 from mlstack.engine.swarm import SwarmCalls
 from mlstack.errors import (
     EngineConflict,
@@ -96,9 +94,12 @@ class _ApiClient(docker.APIClient):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        adapter: Any = getattr(self, "_custom_adapter", None)
-        if kwargs.get("use_ssh_client") and isinstance(adapter, SSHHTTPAdapter):
-            self._custom_adapter = SshAdapter("ssh://" + adapter.ssh_host, self.timeout)
+        if kwargs.get("use_ssh_client") and self.base_url == "http+docker://ssh":
+            # the SDK's ssh transport imports paramiko, there since the SDK's ssh adapter was made
+            from mlstack.engine.ssh_transport import SshAdapter  # deferred: paramiko
+
+            ssh_host: str = getattr(self, "_custom_adapter").ssh_host  # noqa: B009
+            self._custom_adapter = SshAdapter("ssh://" + ssh_host, self.timeout)
             self.mount("http+docker://ssh", self._custom_adapter)
 
     @property
