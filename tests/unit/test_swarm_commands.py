@@ -15,10 +15,10 @@ from mlstack.commands.swarm_down import down_swarm
 from mlstack.commands.swarm_status import status_swarm
 from mlstack.commands.swarm_up import up_swarm
 from mlstack.config import StackConfig
-from mlstack.errors import ConfigError, ExitCode, ImageUnavailable, NotReady
+from mlstack.errors import ConfigError, ExitCode, ImageUnavailable, NotReady, NotRunning
 from mlstack.project.context import Project
 from mlstack.project.reporting import Event
-from mlstack.project.swarm_ops import Endpoint
+from mlstack.project.swarm_ops import Endpoint, reachable_mlflow
 from mlstack.project.swarm_plan import PRELUDE, data_label
 from mlstack.state import ProjectState
 from tests.fakes import FakeBackends, FakeSwarmEngine, three_nodes
@@ -331,30 +331,36 @@ def test_a_failed_migration_leaves_mlflow_on_its_image_and_says_so(
     assert engine.swarm_services["p_mlflow"].spec.image == swarm_config().mlflow.image
 
 
-@pytest.mark.parametrize(
-    ("command", "args"),
-    [
-        ("demo", ["demo"]),
-    ],
-)
-def test_a_command_the_swarm_target_lacks_is_refused_before_the_engine(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    command: str,
-    args: list[str],
-) -> None:
-    from mlstack.cli import options, run
+def test_the_demo_reaches_mlflow_by_host_else_by_the_first_node_that_answers() -> None:
+    """`demo` on a swarm: `host` may name a node that runs no replica (host-mode ports)."""
+    config, engine = swarm_config(), FakeSwarmEngine()
+    bring_up(config, engine)
+    project = Project.open(config, save=False, engine=engine)
+    assert project is not None
+    mlflow = next(s for s in engine.services(labels.of_project("p")) if s.service == "mlflow")
+    replicas = sorted({t.node for t in mlflow.running})
+    assert len(replicas) == 2  # on two of the three nodes
+    port = config.mlflow.port
+    urls = {n.hostname: f"http://{n.addr}:{port}" for n in three_nodes()}
 
-    def no_engine() -> None:
-        raise AssertionError("the engine was reached")
+    found = Endpoints()
+    assert reachable_mlflow(project, engine, engine, "demo", found.probe) == config.tracking_uri
+    assert found.seen == [config.tracking_uri]  # `host` answers: nothing else is tried
 
-    monkeypatch.setattr(options, "engine", no_engine)
-    monkeypatch.setenv("MLSTACK_TARGET", "swarm")
-    monkeypatch.setenv("MLSTACK_AUTH", "true")
-    code = run(["--project", "p", *args])
-    err = capsys.readouterr().err.strip()
-    assert code == ExitCode.USAGE and len(err.splitlines()) == 1, err
-    assert f"`mlstack {command}` is not built for target: swarm yet" in err
+    found = Endpoints(down={config.tracking_uri})
+    assert reachable_mlflow(project, engine, engine, "demo", found.probe) == urls[replicas[0]]
+
+    none = Endpoints(down={config.tracking_uri, *urls.values()})
+    with pytest.raises(NotRunning) as caught:
+        reachable_mlflow(project, engine, engine, "demo", none.probe)
+    said = str(caught.value)
+    assert none.seen == [config.tracking_uri, *(urls[n] for n in replicas)]
+    assert len(said.splitlines()) == 1 and all(url in said for url in none.seen)
+
+    down_swarm(config, engine)
+    with pytest.raises(NotRunning) as caught:
+        reachable_mlflow(project, engine, engine, "demo", Endpoints().probe)
+    assert "mlstack up" in caught.value.hint
 
 
 def test_an_image_whose_registry_does_not_answer_is_refused_before_anything_is_made() -> None:

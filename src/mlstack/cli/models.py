@@ -37,7 +37,7 @@ def demo(
     # deferred (here and in every command): a command's module loads only when it runs
     from mlstack.commands.demo import grid_for, require_sklearn, run_demo
 
-    config = options.local_config_of(ctx, "demo")
+    config = options.config_of(ctx)
     require_sklearn()  # before anything else: the one thing to install
     grid_for(runs)
     engine = options.engine()

@@ -63,19 +63,6 @@ def config_of(ctx: typer.Context) -> StackConfig:
     return loaded(ctx).config
 
 
-def local_config_of(ctx: typer.Context, command: str) -> StackConfig:
-    """The config, for a command the swarm target does not have yet: refused there in one line
-    before anything is touched."""
-    config = config_of(ctx)
-    if config.swarm_target:
-        raise UsageError(
-            f"`mlstack {command}` is not built for target: swarm yet (it works on containers of "
-            "one engine)",
-            'see the README\'s "On several machines" for what a swarm stack supports',
-        )
-    return config
-
-
 def engine() -> SwarmEngineAPI:
     """The Docker engine the environment names; EngineUnavailable (exit 3) when none answers.
     (Tests put a FakeEngine here.)"""

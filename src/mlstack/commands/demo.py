@@ -21,10 +21,11 @@ from typing import Any
 
 from mlstack.adapters.mlflow_env import activate
 from mlstack.config import StackConfig
-from mlstack.engine import EngineAPI
+from mlstack.engine import EngineAPI, SwarmAPI
 from mlstack.errors import MlstackError, UsageError
-from mlstack.project.context import require_running
+from mlstack.project.context import Project, open_existing, require_running
 from mlstack.project.reporting import Event, Reporter, Result, quiet
+from mlstack.project.swarm_ops import reachable_mlflow
 
 DEMO_EXPERIMENT = "mlstack-demo"
 DEMO_MODEL = "mlstack-demo"
@@ -228,6 +229,15 @@ def _train_all(
     return done
 
 
+def _tracking_server(config: StackConfig, engine: EngineAPI) -> tuple[Project, str]:
+    """The running stack and MLflow's URL for the demo's client: the tracking URI, or on a
+    swarm the first published port that answers (`host` may name a node without a replica)."""
+    if config.swarm_target and isinstance(engine, SwarmAPI):
+        project = open_existing(config, "demo", engine)
+        return project, reachable_mlflow(project, engine, engine, "demo")
+    return require_running(config, engine, "demo"), config.tracking_uri
+
+
 def run_demo(
     config: StackConfig,
     engine: EngineAPI,
@@ -242,7 +252,7 @@ def run_demo(
     candidates = grid_for(runs)
     if not experiment.strip():
         raise UsageError("--experiment must not be empty", f"e.g. --experiment {DEMO_EXPERIMENT}")
-    project = require_running(config, engine, "demo")
+    project, base = _tracking_server(config, engine)
     # before mlflow is imported: it reads some settings once
     activate(config, project.secrets, project.ca_file)
 
@@ -252,9 +262,8 @@ def run_demo(
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(config.tracking_uri)
-    client = mlflow.MlflowClient(config.tracking_uri)
-    base = config.tracking_uri
+    mlflow.set_tracking_uri(base)
+    client = mlflow.MlflowClient(base)
     try:
         with _mlflow_logs_quiet():
             experiment_id = _experiment_id(client, experiment)
@@ -264,7 +273,7 @@ def run_demo(
             version = _register(client, best, experiment)
     except MlflowException as e:
         raise MlstackError(
-            f"MLflow at {config.tracking_uri} refused the demo: {' '.join(str(e).split())[:300]}",
+            f"MLflow at {base} refused the demo: {' '.join(str(e).split())[:300]}",
             "see `mlstack status` and `mlstack logs mlflow --tail 50`",
         ) from e
     return DemoResult(

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from mlstack import labels
 from mlstack.config import StackConfig
 from mlstack.engine import EngineAPI, SwarmAPI, SwarmNode, SwarmServiceInfo, SwarmState
-from mlstack.errors import ConfigError, NotReady, ProvisionError
-from mlstack.health import CallableProbe, MlflowProbe, Probe
-from mlstack.project.context import Project
+from mlstack.errors import ConfigError, NotReady, NotRunning, ProvisionError
+from mlstack.health import CallableProbe, MlflowProbe, Probe, run_probe
+from mlstack.project.context import Project, not_running
 
 NOT_A_MANAGER_HINT = (
     "point mlstack at a manager of the swarm (DOCKER_HOST=ssh://<manager>, a docker context; "
@@ -120,6 +120,40 @@ def endpoint_probe(project: Project) -> Callable[[Endpoint], Probe]:
         )
 
     return make
+
+
+def reachable_mlflow(
+    project: Project,
+    engine: EngineAPI,
+    swarm: SwarmAPI,
+    command: str,
+    probe: Callable[[Endpoint], Probe] | None = None,
+) -> str:
+    """MLflow's URL as a client on this machine reaches it on a swarm, the way a user's script
+    would: the tracking URI when `host` answers, else the first node whose published port does
+    (in host mode only nodes that run a replica answer). NotRunning when none answers."""
+    config = project.config
+    state = require_manager(config, engine, swarm)
+    info = service_info(swarm, config.project, f"{config.project}_mlflow")
+    if info is None or not info.running:
+        raise not_running(config, command)
+    make = probe or endpoint_probe(project)
+    places = [Endpoint("host", config.tracking_uri), *endpoints(project, state, info)]
+    tried: list[str] = []
+    detail = ""
+    for place in places:
+        if place.url in tried:
+            continue
+        result = run_probe(make(place))
+        if result.ok:
+            return place.url
+        tried.append(place.url)
+        detail = result.detail
+    raise NotRunning(
+        f"the tracking server of stack {config.project!r} answers at none of its published "
+        f"ports ({', '.join(tried)}; last: {detail})",
+        "see `mlstack status`; `mlstack up` repairs the stack",
+    )
 
 
 def job_done(swarm: SwarmAPI, project: str, name: str) -> Probe:
