@@ -9,6 +9,7 @@ CI=true a missing engine fails the tests, and so does anything they would otherw
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -161,6 +162,16 @@ def swarm_project(
     project.write_config(target="swarm", allow_unauthenticated=True, **images)
     yield project
     project.cli(capsys, "down", "--purge", "--yes")
+
+
+def docker0(engine: Engine) -> str:
+    """The host's address on Docker's default bridge: this machine as other hosts reach it. On
+    an engine's first start (no docker0 before it) the bridge's IPAM config lacks its Gateway
+    (moby/moby#26799); the bridge then has the first address of its subnet, as Docker gives it."""
+    (pool,) = engine._api.inspect_network("bridge")["IPAM"]["Config"]
+    if pool.get("Gateway"):
+        return str(pool["Gateway"])
+    return str(next(ipaddress.ip_network(pool["Subnet"]).hosts()))
 
 
 def free_ports(count: int) -> list[int]:

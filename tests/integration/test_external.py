@@ -36,7 +36,15 @@ from botocore.config import Config
 from mlstack.engine.docker import DockerEngine as Engine
 from mlstack.errors import ExitCode
 
-from .conftest import SESSION, SESSION_LABEL, Project, client_json, client_process_env, free_ports
+from .conftest import (
+    SESSION,
+    SESSION_LABEL,
+    Project,
+    client_json,
+    client_process_env,
+    docker0,
+    free_ports,
+)
 from .mlflow_data import SNAPSHOT, WRITER
 
 PG_IMAGE = "mlstack-offline/postgres:15"
@@ -153,8 +161,7 @@ def _s3_config(admin: tuple[str, str], team: tuple[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def managed(engine: Engine) -> Iterator[Managed]:
-    bridge = engine._api.inspect_network("bridge")
-    host = bridge["IPAM"]["Config"][0]["Gateway"]
+    host = docker0(engine)
     pg_port, s3_port = free_ports(2)
     admin_keys = ("ADMIN" + _token(12).upper(), _token(32))
     team_keys = ("TEAM" + _token(12).upper(), _token(32))

@@ -32,7 +32,7 @@ from mlstack.project import pki
 from mlstack.project.backends import in_network_check
 from mlstack.project.context import Project as StackProject
 
-from .conftest import Project, client_process_env, free_ports, run_client
+from .conftest import Project, client_process_env, docker0, free_ports, run_client
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=5"
 
@@ -56,12 +56,6 @@ CLIENT = textwrap.dedent(
     """
 )
 SEARCH_CLIENT = "import mlflow; print(len(mlflow.search_experiments()))"
-
-
-def docker0(engine: DockerEngine) -> str:
-    """The host's address on Docker's default bridge: this machine as other hosts reach it."""
-    bridge = engine._api.inspect_network("bridge")
-    return str(bridge["IPAM"]["Config"][0]["Gateway"])
 
 
 def get(
