@@ -145,8 +145,9 @@ def test_serve_returns_the_url_of_the_node_its_task_runs_on_and_status_and_down_
             probe_model=pings.probe,
         )
 
-    assert status().overall == "healthy"
-    (row,) = [s for s in status().services if s.service == "serve-wine"]
+    healthy = status()
+    assert healthy.overall == "healthy"
+    (row,) = [s for s in healthy.services if s.service == "serve-wine"]
     assert (row.name, row.running, row.desired) == ("p_serve-wine", 1, 1)
     assert [(e.node, e.url, e.probe.ok) for e in row.endpoints] == [
         ("node-1", "http://10.0.0.1:5060", True)

@@ -36,12 +36,17 @@ from mlstack.errors import (
     UsageError,
 )
 from mlstack.health import CallableProbe, MlflowProbe, Probe, run_probe, wait_ready
-from mlstack.project.context import Project, not_running, open_existing
+from mlstack.project.context import REPAIR_HINT, Project, open_existing
 from mlstack.project.ports import DEFAULT_PORT, PORT_SEARCH
 from mlstack.project.reporting import Event, Reporter, quiet
 from mlstack.project.served import check_name
 from mlstack.project.serving import ServeResult, StopResult, image_check
-from mlstack.project.swarm_ops import require_manager, service_info, tasks_running
+from mlstack.project.swarm_ops import (
+    require_manager,
+    running_mlflow,
+    service_info,
+    tasks_running,
+)
 from mlstack.project.swarm_serving import (
     NO_LOGIN,
     NO_LOGIN_HINT,
@@ -77,16 +82,14 @@ class _Target:
 def require_mlflow(config: StackConfig, engine: SwarmEngineAPI) -> Project:
     """The project, when MLflow runs on the swarm and answers an API call; NotRunning else."""
     project = open_existing(config, "serve", engine)
-    mlflow = service_info(engine, config.project, f"{config.project}_mlflow")
-    if mlflow is None or not mlflow.running:
-        raise not_running(config, "serve")
+    running_mlflow(engine, config, "serve")
     url, headers = mlflow_inside(project)
     probe = run_probe(MlflowProbe("mlflow", url, headers=headers, cafile=project.ca_file))
     if not probe.ok:
         raise NotRunning(
             f"the tracking server of stack {config.project!r} does not answer in the stack's "
             f"network: {probe.detail}",
-            "see `mlstack status`; `mlstack up` repairs the stack",
+            REPAIR_HINT,
         )
     return project
 

@@ -271,6 +271,10 @@ class Project:
         }
 
 
+# for a tracking server that runs but does not answer
+REPAIR_HINT = "see `mlstack status`; `mlstack up` repairs the stack"
+
+
 def not_running(config: StackConfig, command: str) -> NotRunning:
     return NotRunning(
         f"the stack {config.project!r} is not running: `mlstack {command}` needs it",
@@ -300,7 +304,7 @@ def require_running(config: StackConfig, engine: EngineAPI, command: str) -> Pro
         raise NotRunning(
             f"the tracking server of stack {config.project!r} does not answer at "
             f"{config.tracking_uri}: {probe.detail}",
-            "see `mlstack status`; `mlstack up` repairs the stack",
+            REPAIR_HINT,
         )
     return project
 

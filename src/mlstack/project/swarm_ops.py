@@ -11,7 +11,7 @@ from mlstack.config import StackConfig
 from mlstack.engine import EngineAPI, SwarmAPI, SwarmNode, SwarmServiceInfo, SwarmState
 from mlstack.errors import ConfigError, NotReady, NotRunning, ProvisionError
 from mlstack.health import CallableProbe, MlflowProbe, Probe, run_probe
-from mlstack.project.context import Project, not_running
+from mlstack.project.context import REPAIR_HINT, Project, not_running
 
 NOT_A_MANAGER_HINT = (
     "point mlstack at a manager of the swarm (DOCKER_HOST=ssh://<manager>, a docker context; "
@@ -134,9 +134,7 @@ def reachable_mlflow(
     (in host mode only nodes that run a replica answer). NotRunning when none answers."""
     config = project.config
     state = require_manager(config, engine, swarm)
-    info = service_info(swarm, config.project, f"{config.project}_mlflow")
-    if info is None or not info.running:
-        raise not_running(config, command)
+    info = running_mlflow(swarm, config, command)
     make = probe or endpoint_probe(project)
     places = [Endpoint("host", config.tracking_uri), *endpoints(project, state, info)]
     tried: list[str] = []
@@ -152,8 +150,16 @@ def reachable_mlflow(
     raise NotRunning(
         f"the tracking server of stack {config.project!r} answers at none of its published "
         f"ports ({', '.join(tried)}; last: {detail})",
-        "see `mlstack status`; `mlstack up` repairs the stack",
+        REPAIR_HINT,
     )
+
+
+def running_mlflow(swarm: SwarmAPI, config: StackConfig, command: str) -> SwarmServiceInfo:
+    """MLflow's service, when one of its tasks runs; NotRunning (`command` needs it) else."""
+    info = service_info(swarm, config.project, f"{config.project}_mlflow")
+    if info is None or not info.running:
+        raise not_running(config, command)
+    return info
 
 
 def job_done(swarm: SwarmAPI, project: str, name: str) -> Probe:
