@@ -25,13 +25,20 @@ SITE = "/opt/mlflow/lib/python3.11/site-packages/mlflow/server/__init__.py"
 
 
 def python_processes(engine: Engine, container: str) -> list[str]:
-    """The command lines of the Python processes in `container`."""
+    """The command lines of the Python processes in `container`, less a run of Docker's own
+    healthcheck (its `CMD`), which may be running at that moment."""
+    test = engine._api.inspect_container(container)["Config"].get("Healthcheck", {}).get("Test")
+    healthcheck = " ".join(test[1:]) if test and test[0] == "CMD" else None
     code, out = engine.exec(
         container,
         ["sh", "-c", 'for p in /proc/[0-9]*; do tr "\\0" " " < "$p/cmdline"; echo; done'],
     )
     assert code == 0, out
-    return [line for line in out.splitlines() if "python" in line and "/proc/" not in line]
+    return [
+        line
+        for line in out.splitlines()
+        if "python" in line and "/proc/" not in line and line.strip() != healthcheck
+    ]
 
 
 @pytest.mark.parametrize(
